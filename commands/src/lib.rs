@@ -1,0 +1,33 @@
+//! The write side: the PostgreSQL event store and the command services the gateway calls.
+//!
+//! Aggregates (from `chat4all-domain`) are loaded from and appended to the `events` table through
+//! postgres-es and cqrs-es's `PersistedEventStore`. Appends are single statements that return the
+//! events' global positions, so every accepted command can answer with its consistency token
+//! without another round trip. Membership facts that a message command needs come from the event
+//! store itself ([`StoreDirectory`]), never from read models: commands stay correct while
+//! projections lag or are being rebuilt.
+#![forbid(unsafe_code)]
+
+mod context;
+mod directory;
+mod error;
+mod executor;
+mod repository;
+mod service;
+pub mod testing;
+
+pub use context::CommandContext;
+pub use directory::StoreDirectory;
+pub use error::CommandError;
+pub use executor::{Executed, Executor};
+pub use repository::StoreRepository;
+pub use service::{
+    CommandService, ConversationReply, CreateConversationRequest, Limits, ReadReply,
+    SendMessageRequest, SentReply, StatusReply,
+};
+
+/// A global position in the event store: the consistency token every command answers with.
+pub type Position = i64;
+
+/// Every migration of `migrations/`, embedded, applied in order by `chat4all migrate` and tests.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

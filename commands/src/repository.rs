@@ -1,0 +1,129 @@
+//! The event repository behind cqrs-es's `PersistedEventStore`.
+//!
+//! Reads are postgres-es's own. Appends differ in one way that matters on the hot path: all of a
+//! command's events go in as one `INSERT ... SELECT unnest(...)` statement, which is atomic on its
+//! own, so an append costs one round trip instead of three (BEGIN, INSERT per event, COMMIT), and
+//! it returns the global positions the command must answer with. The positions are handed back
+//! through a task-local slot that [`crate::Executor`] opens around each commit, because cqrs-es's
+//! `EventStore::commit` has no way to return them.
+
+use std::cell::RefCell;
+
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::Position;
+
+tokio::task_local! {
+    /// `(sequence, global_position)` of the events appended by the current command.
+    pub(crate) static APPENDED: RefCell<Vec<(i64, Position)>>;
+}
+
+/// postgres-es reads plus single-statement appends that report positions.
+pub struct StoreRepository {
+    pool: PgPool,
+    reads: PostgresEventRepository,
+}
+
+impl StoreRepository {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            reads: PostgresEventRepository::new(pool.clone()),
+            pool,
+        }
+    }
+}
+
+fn persistence_error(err: sqlx::Error) -> PersistenceError {
+    match &err {
+        // The primary key (aggregate_type, aggregate_id, sequence) is the optimistic lock.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            PersistenceError::OptimisticLockError
+        }
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
+            PersistenceError::ConnectionError(Box::new(err))
+        }
+        _ => PersistenceError::UnknownError(Box::new(err)),
+    }
+}
+
+impl PersistedEventRepository for StoreRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.reads.get_events::<A>(aggregate_id).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.reads
+            .get_last_events::<A>(aggregate_id, last_sequence)
+            .await
+    }
+
+    /// Aggregates are rebuilt from their events only (see ARCHITECTURE.md on cqrs-es snapshots).
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        Ok(None)
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        _snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let mut sequences = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut versions = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        let mut metadata = Vec::with_capacity(events.len());
+        for event in events {
+            let sequence = i64::try_from(event.sequence)
+                .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+            sequences.push(sequence);
+            types.push(event.event_type.as_str());
+            versions.push(event.event_version.as_str());
+            payloads.push(&event.payload);
+            metadata.push(&event.metadata);
+        }
+        let rows: Vec<(i64, Position)> = sqlx::query_as(include_str!("append.sql"))
+            .bind(A::TYPE)
+            .bind(first.aggregate_id.as_str())
+            .bind(&sequences)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&payloads)
+            .bind(&metadata)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(persistence_error)?;
+        // Outside an executor's scope nobody asked for the positions; that is not an error.
+        let _ = APPENDED.try_with(|slot| slot.borrow_mut().extend(rows));
+        Ok(())
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        self.reads.stream_events::<A>(aggregate_id).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        self.reads.stream_all_events::<A>().await
+    }
+}

@@ -1,0 +1,194 @@
+//! Ed25519 signing keys, shared by every gateway instance through the `signing_keys` table.
+//!
+//! The first instance to start with an empty table creates a key (under an advisory lock, so two
+//! instances starting together agree on one). Every instance signs with the newest active key and
+//! verifies with every key still inside its verification window; a token naming a `kid` this
+//! instance has not seen triggers a reload, so keys added elsewhere are picked up.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::SigningKey;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use rand::RngCore;
+use sqlx::PgPool;
+
+/// PKCS#8 v1 wrapping of a raw Ed25519 seed (RFC 8410 §7): a fixed 16-byte prefix.
+const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// How often an unknown `kid` may trigger a reload from the database.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A key that verifies tokens.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    pub kid: String,
+    pub public_raw: Vec<u8>,
+    pub decoding: DecodingKey,
+}
+
+struct Loaded {
+    signing_kid: String,
+    encoding: EncodingKey,
+    verifying: HashMap<String, VerifyingKey>,
+    loaded_at: Instant,
+}
+
+/// The keys of this deployment.
+pub struct KeyRing {
+    pool: PgPool,
+    loaded: RwLock<Loaded>,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    kid: String,
+    private_der: Vec<u8>,
+    public_raw: Vec<u8>,
+    retired_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn load(pool: &PgPool) -> Result<Loaded, sqlx::Error> {
+    let rows: Vec<KeyRow> = sqlx::query_as(
+        "SELECT kid, private_der, public_raw, retired_at FROM signing_keys \
+         WHERE algorithm = 'EdDSA' AND (verify_until IS NULL OR verify_until > now()) \
+         ORDER BY created_at DESC",
+    )
+    .fetch_all(pool)
+    .await?;
+    let signing = rows
+        .iter()
+        .find(|r| r.retired_at.is_none())
+        .ok_or_else(|| sqlx::Error::RowNotFound)?;
+    let verifying = rows
+        .iter()
+        .map(|r| {
+            (
+                r.kid.clone(),
+                VerifyingKey {
+                    kid: r.kid.clone(),
+                    public_raw: r.public_raw.clone(),
+                    decoding: DecodingKey::from_ed_der(&r.public_raw),
+                },
+            )
+        })
+        .collect();
+    Ok(Loaded {
+        signing_kid: signing.kid.clone(),
+        encoding: EncodingKey::from_ed_der(&signing.private_der),
+        verifying,
+        loaded_at: Instant::now(),
+    })
+}
+
+/// Creates a new active key; older keys keep verifying.
+///
+/// # Errors
+/// A database failure.
+pub async fn generate_key(pool: &PgPool) -> Result<String, sqlx::Error> {
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let signing = SigningKey::from_bytes(&seed);
+    let public = signing.verifying_key().to_bytes();
+    let mut der = PKCS8_ED25519_PREFIX.to_vec();
+    der.extend_from_slice(&seed);
+    let kid = URL_SAFE_NO_PAD.encode(&public[..12]);
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, private_der, public_raw) VALUES ($1, 'EdDSA', $2, $3)",
+    )
+    .bind(&kid)
+    .bind(&der)
+    .bind(public.as_slice())
+    .execute(pool)
+    .await?;
+    Ok(kid)
+}
+
+impl KeyRing {
+    /// Loads the deployment's keys, creating the first one if there is none.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn open(pool: PgPool) -> Result<Self, sqlx::Error> {
+        let loaded = match load(&pool).await {
+            Ok(loaded) => loaded,
+            Err(sqlx::Error::RowNotFound) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7243012003)")
+                    .execute(&mut *tx)
+                    .await?;
+                let active: Option<String> = sqlx::query_scalar(
+                    "SELECT kid FROM signing_keys WHERE retired_at IS NULL LIMIT 1",
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                if active.is_none() {
+                    generate_key(&pool).await?;
+                }
+                tx.commit().await?;
+                load(&pool).await?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            pool,
+            loaded: RwLock::new(loaded),
+        })
+    }
+
+    /// The key id and key that sign new tokens.
+    pub fn signing(&self) -> (String, EncodingKey) {
+        let loaded = self.read();
+        (loaded.signing_kid.clone(), loaded.encoding.clone())
+    }
+
+    /// The key named `kid`, reloading once if this instance has not seen it yet.
+    pub async fn verifying(&self, kid: &str) -> Option<VerifyingKey> {
+        let stale = {
+            let loaded = self.read();
+            if let Some(key) = loaded.verifying.get(kid) {
+                return Some(key.clone());
+            }
+            loaded.loaded_at.elapsed() >= RELOAD_INTERVAL
+        };
+        if stale {
+            match load(&self.pool).await {
+                Ok(fresh) => {
+                    let key = fresh.verifying.get(kid).cloned();
+                    *self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                    return key;
+                }
+                Err(e) => tracing::warn!("reloading signing keys failed: {e}"),
+            }
+        }
+        None
+    }
+
+    /// The public keys as a JWK set (RFC 7517, OKP keys of RFC 8037).
+    pub fn jwks(&self) -> serde_json::Value {
+        let loaded = self.read();
+        let keys: Vec<_> = loaded
+            .verifying
+            .values()
+            .map(|k| {
+                serde_json::json!({
+                    "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+                    "kid": k.kid, "x": URL_SAFE_NO_PAD.encode(&k.public_raw),
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
+        // A panic while holding the lock cannot leave `Loaded` half-written (it is replaced whole).
+        self.loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

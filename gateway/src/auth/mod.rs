@@ -1,0 +1,14 @@
+//! OAuth 2.0 client credentials and the access tokens they buy.
+//!
+//! Clients are registered by the operator (`chat4all clients create`); each acts as one user of
+//! one tenant with a set of scopes. Access tokens are EdDSA (Ed25519) JWTs whose header names the
+//! signing key (`kid`), so keys can rotate without invalidating live tokens. Verification pins
+//! the algorithm and checks `iss`, `aud`, `exp` and `nbf` (30 s leeway).
+
+pub(crate) mod clients;
+mod keys;
+mod tokens;
+
+pub use clients::{create_client, ClientRecord, NewClient};
+pub use keys::KeyRing;
+pub use tokens::{Claims, Principal, Scope, TokenService};

@@ -1,0 +1,269 @@
+//! Issuing and verifying access tokens.
+//!
+//! Verification is on every request's path, and an Ed25519 signature check costs tens of
+//! microseconds; a token that verified once is remembered (by its exact text, until it expires),
+//! so later requests with it only re-check the time claims.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chat4all_domain::{TenantId, UserId};
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::KeyRing;
+
+/// Leeway for `exp` and `nbf`, the most the API allows.
+pub const LEEWAY_SECS: u64 = 30;
+const CACHE_CAPACITY: usize = 100_000;
+
+/// What a token may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    Read,
+    Write,
+    Audit,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Self; 4] = [Self::Read, Self::Write, Self::Audit, Self::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Audit => "audit",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// Parses a space-separated scope list (RFC 6749 §3.3).
+    ///
+    /// # Errors
+    /// The first unknown scope name.
+    pub fn parse_list(value: &str) -> Result<Vec<Self>, String> {
+        let mut scopes = Vec::new();
+        for name in value.split(' ').filter(|s| !s.is_empty()) {
+            let scope = Self::parse(name).ok_or_else(|| name.to_owned())?;
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        scopes.sort();
+        Ok(scopes)
+    }
+
+    pub fn join(scopes: &[Self]) -> String {
+        scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// The claims of an access JWT (API.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub jti: String,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub client_id: String,
+    pub scopes: Vec<Scope>,
+    pub jti: String,
+    pub expires_at: u64,
+}
+
+impl Principal {
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    fn from_claims(claims: &Claims) -> Option<Self> {
+        Some(Self {
+            tenant: TenantId::parse(&claims.tenant_id).ok()?,
+            user: UserId::parse(&claims.sub).ok()?,
+            client_id: claims.client_id.clone(),
+            scopes: Scope::parse_list(&claims.scope).ok()?,
+            jti: claims.jti.clone(),
+            expires_at: claims.exp,
+        })
+    }
+}
+
+/// Why a bearer token was refused; the text goes to the client in `WWW-Authenticate`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token is signed with an unknown key")]
+    UnknownKey,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token is invalid")]
+    Invalid,
+}
+
+/// Issues and verifies access tokens.
+pub struct TokenService {
+    keys: Arc<KeyRing>,
+    issuer: String,
+    audience: String,
+    ttl_secs: u64,
+    validation: Validation,
+    verified: Mutex<HashMap<String, Principal>>,
+}
+
+pub fn now_secs() -> u64 {
+    chrono::Utc::now().timestamp().try_into().unwrap_or(0)
+}
+
+impl TokenService {
+    pub fn new(keys: Arc<KeyRing>, issuer: String, audience: String, ttl_secs: u64) -> Self {
+        // The algorithm is pinned: a token naming any other (`none`, HS256 keyed with the public
+        // key...) fails before its signature is looked at.
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer.as_str()]);
+        validation.set_audience(&[audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        Self {
+            keys,
+            issuer,
+            audience,
+            ttl_secs,
+            validation,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Signs an access token for `client`'s user with `scopes`.
+    ///
+    /// # Errors
+    /// Only if signing itself fails (a corrupt key).
+    pub fn issue(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        client_id: &str,
+        scopes: &[Scope],
+    ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
+        let now = now_secs();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            scope: Scope::join(scopes),
+            iat: now,
+            nbf: now,
+            exp: now + self.ttl_secs,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let (kid, key) = self.keys.signing();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid);
+        let token = jsonwebtoken::encode(&header, &claims, &key)?;
+        Ok((token, claims))
+    }
+
+    /// Verifies a bearer token.
+    ///
+    /// # Errors
+    /// Why the token is refused.
+    pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let now = now_secs();
+        if let Some(principal) = self.cached(token) {
+            if principal.expires_at + LEEWAY_SECS <= now {
+                return Err(TokenError::Expired);
+            }
+            return Ok(principal);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Invalid);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let key = self.keys.verifying(&kid).await.ok_or(TokenError::UnknownKey)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                jsonwebtoken::errors::ErrorKind::InvalidToken
+                | jsonwebtoken::errors::ErrorKind::Base64(_)
+                | jsonwebtoken::errors::ErrorKind::Json(_)
+                | jsonwebtoken::errors::ErrorKind::Utf8(_) => TokenError::Malformed,
+                _ => TokenError::Invalid,
+            },
+        )?;
+        let principal = Principal::from_claims(&data.claims).ok_or(TokenError::Invalid)?;
+        // Only tokens already valid (nbf passed) are remembered, so the cache never has to
+        // re-check `nbf`.
+        if data.claims.nbf <= now {
+            self.remember(token, &principal);
+        }
+        Ok(principal)
+    }
+
+    fn cached(&self, token: &str) -> Option<Principal> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(token)
+            .cloned()
+    }
+
+    fn remember(&self, token: &str, principal: &Principal) {
+        let mut cache = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= CACHE_CAPACITY {
+            // Dropping everything is crude but bounded, and costs one verification per live token.
+            cache.clear();
+        }
+        cache.insert(token.to_owned(), principal.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scope;
+
+    #[test]
+    fn scope_lists_parse_dedupe_and_sort() {
+        assert_eq!(
+            Scope::parse_list("write read  write"),
+            Ok(vec![Scope::Read, Scope::Write])
+        );
+        assert_eq!(Scope::parse_list("read superuser"), Err("superuser".to_owned()));
+        assert_eq!(Scope::join(&[Scope::Read, Scope::Audit]), "read audit");
+    }
+}

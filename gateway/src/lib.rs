@@ -1,0 +1,133 @@
+//! The Chat4All gateway: the HTTP API (and, later, WebSocket push) in front of the engine.
+//!
+//! Requests are authenticated with bearer JWTs, turned into commands for the write side
+//! (`chat4all-commands`), and answered with the event store position of what they caused. Errors
+//! are rendered in one place ([`problem::recover`]) as problem+json.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+mod body;
+mod error;
+mod filters;
+mod health;
+mod metrics;
+pub mod problem;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat4all_commands::{CommandService, Limits};
+use chat4all_platform::Settings;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::GatewayError;
+
+use crate::auth::{KeyRing, TokenService};
+use crate::health::Readiness;
+
+/// Everything a request handler may use.
+pub struct AppState {
+    pub commands: CommandService,
+    pub tokens: TokenService,
+    pub pool: sqlx::PgPool,
+    pub readiness: Readiness,
+}
+
+/// A built gateway, bound to its port but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Connects to Postgres, loads (or creates) the signing keys, and binds the listen address.
+    ///
+    /// # Errors
+    /// Bad settings, an unreachable database, or an address that cannot be bound.
+    pub async fn build(settings: &Settings) -> Result<Self, GatewayError> {
+        let pool = settings.database.connect().await?;
+        let keys = Arc::new(KeyRing::open(pool.clone()).await?);
+        let tokens = TokenService::new(
+            keys,
+            settings.auth.issuer.clone(),
+            settings.auth.audience.clone(),
+            settings.auth.access_token_ttl_secs,
+        );
+        let commands = CommandService::new(
+            pool.clone(),
+            Limits {
+                max_group_members: settings.max_group_members,
+            },
+        );
+        let readiness = Readiness::new(pool.clone(), settings);
+        let listener = bind(&settings.listen).await?;
+        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+            addr: settings.listen.clone(),
+            source,
+        })?;
+        metrics::install();
+        Ok(Self {
+            listener,
+            addr,
+            state: Arc::new(AppState {
+                commands,
+                tokens,
+                pool,
+                readiness,
+            }),
+            shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_secs),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting and lets in-flight requests
+    /// finish (bounded by the configured shutdown timeout).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        tracing::info!(address = %self.addr, "gateway listening");
+        let routes = routes::all(self.state);
+        let stop = shutdown.clone();
+        let server = warp::serve(routes)
+            .incoming(self.listener)
+            .graceful(async move { stop.cancelled().await })
+            .run();
+        tokio::pin!(server);
+        tokio::select! {
+            () = &mut server => {}
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(self.shutdown_timeout).await;
+            } => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
+        }
+        tracing::info!("gateway stopped");
+    }
+}
+
+async fn bind(listen: &str) -> Result<TcpListener, GatewayError> {
+    // `:0` (no host) means all interfaces, any free port.
+    let addr = if listen.starts_with(':') {
+        format!("0.0.0.0{listen}")
+    } else {
+        listen.to_owned()
+    };
+    let addr: SocketAddr = addr.parse().map_err(|e: std::net::AddrParseError| {
+        GatewayError::ListenAddress {
+            addr: listen.to_owned(),
+            reason: e.to_string(),
+        }
+    })?;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: listen.to_owned(),
+            source,
+        })
+}

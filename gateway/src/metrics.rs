@@ -1,0 +1,43 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once (several gateways in one test process share it).
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
+            .ok()?;
+        match builder.install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!("metrics recorder not installed: {e}");
+                None
+            }
+        }
+    });
+}
+
+pub fn render() -> String {
+    HANDLE
+        .get()
+        .and_then(Option::as_ref)
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+/// Records one answered request.
+pub fn record_request(route: &'static str, status: u16, started: Instant) {
+    let status = status.to_string();
+    metrics::counter!("chat4all_http_requests_total", "route" => route, "status" => status)
+        .increment(1);
+    metrics::histogram!("chat4all_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,254 @@
+//! Conversation commands: create, add and remove members, mark read.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chat4all_commands::CreateConversationRequest;
+use chat4all_domain::conversation::ConversationKind;
+use chat4all_domain::{ConversationId, UserId};
+use chrono::{SecondsFormat, Utc};
+use serde::Deserialize;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::answer;
+use crate::auth::{Principal, Scope};
+use crate::body::{json, optional_json};
+use crate::filters::{authenticated, request_meta, require, with_state, RequestMeta};
+use crate::problem::{json_response, ApiError, FieldError};
+use crate::AppState;
+
+const MAX_NAME_CHARS: usize = 200;
+const MAX_DESCRIPTION_CHARS: usize = 2_000;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    conversation_id: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    members: Vec<String>,
+    name: Option<String>,
+    description: Option<String>,
+    metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMemberBody {
+    user_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadBody {
+    up_to_seq: Option<u64>,
+}
+
+pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let create = warp::path!("v1" / "conversations")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(authenticated(state.clone()))
+        .and(request_meta())
+        .and(json::<CreateBody>())
+        .and_then(|state: Arc<AppState>, p: Principal, meta: RequestMeta, body: CreateBody| async move {
+            answer("create_conversation", Instant::now(), create(&state, &p, &meta, body).await)
+        });
+    let add_member = warp::path!("v1" / "conversations" / String / "members")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(authenticated(state.clone()))
+        .and(request_meta())
+        .and(json::<AddMemberBody>())
+        .and_then(|id: String, state: Arc<AppState>, p: Principal, meta: RequestMeta, body: AddMemberBody| async move {
+            answer("add_member", Instant::now(), add_member(&state, &p, &meta, &id, body).await)
+        });
+    let remove_member = warp::path!("v1" / "conversations" / String / "members" / String)
+        .and(warp::delete())
+        .and(with_state(state.clone()))
+        .and(authenticated(state.clone()))
+        .and(request_meta())
+        .and_then(|id: String, user: String, state: Arc<AppState>, p: Principal, meta: RequestMeta| async move {
+            answer("remove_member", Instant::now(), remove_member(&state, &p, &meta, &id, &user).await)
+        });
+    let read = warp::path!("v1" / "conversations" / String / "read")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(authenticated(state))
+        .and(request_meta())
+        .and(optional_json::<ReadBody>())
+        .and_then(|id: String, state: Arc<AppState>, p: Principal, meta: RequestMeta, body: Option<ReadBody>| async move {
+            answer("mark_read", Instant::now(), mark_read(&state, &p, &meta, &id, body).await)
+        });
+    create.or(add_member).unify().or(remove_member).unify().or(read).unify()
+}
+
+/// A conversation id from the path; one that is not a UUID cannot exist.
+fn path_conversation(id: &str) -> Result<ConversationId, ApiError> {
+    ConversationId::parse(id)
+        .map_err(|_| ApiError::not_found("conversation_not_found", "conversation not found"))
+}
+
+fn text_field(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<String>,
+    max_chars: usize,
+) -> Option<String> {
+    let value = value?;
+    if value.chars().count() > max_chars {
+        errors.push(FieldError::new(field, format!("must be at most {max_chars} characters")));
+    } else if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        errors.push(FieldError::new(field, "must not contain control characters"));
+    }
+    Some(value)
+}
+
+fn validate_create(body: CreateBody) -> Result<CreateConversationRequest, ApiError> {
+    let mut errors = Vec::new();
+    let conversation_id = body.conversation_id.as_deref().and_then(|id| {
+        ConversationId::parse(id)
+            .map_err(|e| errors.push(FieldError::new("conversation_id", e.to_string())))
+            .ok()
+    });
+    let kind = match body.kind.as_str() {
+        "private" => Some(ConversationKind::Private),
+        "group" => Some(ConversationKind::Group),
+        _ => {
+            errors.push(FieldError::new("type", "must be \"private\" or \"group\""));
+            None
+        }
+    };
+    let members: Vec<UserId> = body
+        .members
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            UserId::parse(m)
+                .map_err(|e| errors.push(FieldError::new(format!("members[{i}]"), e.to_string())))
+                .ok()
+        })
+        .collect();
+    let name = text_field(&mut errors, "name", body.name, MAX_NAME_CHARS);
+    let description = text_field(&mut errors, "description", body.description, MAX_DESCRIPTION_CHARS);
+    if let Some(metadata) = &body.metadata {
+        if !metadata.is_object() {
+            errors.push(FieldError::new("metadata", "must be a JSON object"));
+        } else if metadata.to_string().len() > MAX_METADATA_BYTES {
+            errors.push(FieldError::new(
+                "metadata",
+                format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+            ));
+        }
+    }
+    match kind {
+        Some(kind) if errors.is_empty() => Ok(CreateConversationRequest {
+            conversation_id,
+            kind,
+            members,
+            name,
+            description,
+            metadata: body.metadata,
+        }),
+        _ => Err(ApiError::validation(errors)),
+    }
+}
+
+async fn create(
+    state: &AppState,
+    principal: &Principal,
+    meta: &RequestMeta,
+    body: CreateBody,
+) -> Result<Response, ApiError> {
+    require(principal, Scope::Write)?;
+    let request = validate_create(body)?;
+    let reply = state
+        .commands
+        .create_conversation(&meta.command_context(principal), request, Utc::now())
+        .await?;
+    let c = reply.conversation;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &serde_json::json!({
+            "conversation_id": c.conversation_id,
+            "type": c.kind.as_str(),
+            "members": c.members,
+            "name": c.name,
+            "description": c.description,
+            "metadata": c.metadata,
+            "created_by": c.created_by,
+            "created_at": c.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "position": reply.position,
+        }),
+    ))
+}
+
+async fn add_member(
+    state: &AppState,
+    principal: &Principal,
+    meta: &RequestMeta,
+    id: &str,
+    body: AddMemberBody,
+) -> Result<Response, ApiError> {
+    require(principal, Scope::Write)?;
+    let conversation = path_conversation(id)?;
+    let user = UserId::parse(&body.user_id)
+        .map_err(|e| ApiError::validation(vec![FieldError::new("user_id", e.to_string())]))?;
+    let position = state
+        .commands
+        .add_member(&meta.command_context(principal), conversation, user.clone(), Utc::now())
+        .await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({"conversation_id": conversation, "user_id": user, "position": position}),
+    ))
+}
+
+async fn remove_member(
+    state: &AppState,
+    principal: &Principal,
+    meta: &RequestMeta,
+    id: &str,
+    user: &str,
+) -> Result<Response, ApiError> {
+    require(principal, Scope::Write)?;
+    let conversation = path_conversation(id)?;
+    let user = UserId::parse(user).map_err(|_| {
+        ApiError::not_found("member_not_found", "no such member in this conversation")
+    })?;
+    let position = state
+        .commands
+        .remove_member(&meta.command_context(principal), conversation, user.clone(), Utc::now())
+        .await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({"conversation_id": conversation, "user_id": user, "position": position}),
+    ))
+}
+
+async fn mark_read(
+    state: &AppState,
+    principal: &Principal,
+    meta: &RequestMeta,
+    id: &str,
+    body: Option<ReadBody>,
+) -> Result<Response, ApiError> {
+    require(principal, Scope::Write)?;
+    let conversation = path_conversation(id)?;
+    let up_to_seq = body.and_then(|b| b.up_to_seq);
+    let reply = state
+        .commands
+        .mark_read(&meta.command_context(principal), conversation, up_to_seq, Utc::now())
+        .await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({
+            "conversation_id": reply.conversation_id,
+            "up_to_seq": reply.up_to_seq,
+            "position": reply.position,
+        }),
+    ))
+}

@@ -1,0 +1,15 @@
+//! What every Chat4All role shares: typed settings, telemetry, and shutdown.
+//!
+//! Settings own their conversions (`DatabaseSettings::pool`, `KafkaSettings::client_config`,
+//! `RedisSettings::client`): nothing else assembles connection strings.
+#![forbid(unsafe_code)]
+
+mod secret;
+mod settings;
+mod shutdown;
+mod telemetry;
+
+pub use secret::Secret;
+pub use settings::{DatabaseSettings, KafkaSettings, RedisSettings, Settings, SettingsError};
+pub use shutdown::shutdown_on_signals;
+pub use telemetry::init_telemetry;

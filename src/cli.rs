@@ -1,0 +1,164 @@
+//! The operator interface: subcommands, their arguments, and the wiring of each role.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chat4all_domain::{TenantId, UserId};
+use chat4all_gateway::auth::{create_client, Scope};
+use chat4all_gateway::Application;
+use chat4all_platform::{shutdown_on_signals, Settings};
+use clap::{Parser, Subcommand};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+#[derive(Debug, Parser)]
+#[command(name = "chat4all", version, about = "Chat4All: an event-sourced messaging engine")]
+pub struct Cli {
+    /// A TOML settings file (also `CHAT4ALL_CONFIG`); the environment overrides it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply every database migration (idempotent; creates the database if it is missing).
+    Migrate,
+    /// Run every role of the engine in one process.
+    Serve {
+        /// Apply migrations before starting.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Run the HTTP gateway only.
+    Gateway,
+    /// Manage OAuth clients.
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
+    /// Measure the engine against this machine's raw limits.
+    Bench {
+        #[command(subcommand)]
+        scenario: crate::bench::Scenario,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Register a client acting as USER in TENANT; prints its secret once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        user: String,
+        /// Space-separated: any of read, write, audit, admin.
+        #[arg(long, default_value = "read write")]
+        scopes: String,
+        /// Print the credentials as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
+    match cli.command {
+        Command::Migrate => migrate(&settings).await,
+        Command::Serve { migrate: first } => {
+            if first {
+                migrate(&settings).await?;
+            }
+            serve_gateway(&settings).await
+        }
+        Command::Gateway => serve_gateway(&settings).await,
+        Command::Clients {
+            command:
+                ClientsCommand::Create {
+                    tenant,
+                    user,
+                    scopes,
+                    json,
+                },
+        } => clients_create(&settings, &tenant, &user, &scopes, json).await,
+        Command::Bench { scenario } => crate::bench::run(&settings, scenario).await,
+    }
+}
+
+/// Applies the migrations, first creating the database itself when the server lacks it.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let options = settings.database.connect_options()?;
+    ensure_database(&options).await?;
+    let pool = settings.database.connect().await?;
+    chat4all_commands::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying migrations")?;
+    let applied = chat4all_commands::MIGRATOR.iter().count();
+    tracing::info!(migrations = applied, "database is up to date");
+    Ok(())
+}
+
+async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    match options.connect().await {
+        Ok(conn) => {
+            conn.close().await.ok();
+            Ok(())
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            let mut admin = options
+                .clone()
+                .database("postgres")
+                .connect()
+                .await
+                .context("connecting to create the database")?;
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            sqlx::query(&format!("CREATE DATABASE {quoted}"))
+                .execute(&mut admin)
+                .await
+                .with_context(|| format!("creating database {name}"))?;
+            tracing::info!(database = %name, "created the database");
+            Ok(())
+        }
+        Err(e) => Err(e).context("connecting to Postgres"),
+    }
+}
+
+async fn serve_gateway(settings: &Settings) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signals();
+    let app = Application::build(settings)
+        .await
+        .context("starting the gateway")?;
+    app.run_until_stopped(shutdown).await;
+    Ok(())
+}
+
+async fn clients_create(
+    settings: &Settings,
+    tenant: &str,
+    user: &str,
+    scopes: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let user = UserId::parse(user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+    let scopes =
+        Scope::parse_list(scopes).map_err(|s| anyhow::anyhow!("--scopes: unknown scope {s:?}"))?;
+    anyhow::ensure!(!scopes.is_empty(), "--scopes: at least one scope is required");
+    let pool = settings.database.connect().await?;
+    let client = create_client(&pool, &tenant, &user, &scopes).await?;
+    if json {
+        println!("{}", serde_json::to_string(&client)?);
+    } else {
+        println!("client_id:     {}", client.client_id);
+        println!("client_secret: {}   (shown only now)", client.client_secret);
+        println!("tenant_id:     {}", client.tenant_id);
+        println!("user_id:       {}", client.user_id);
+        println!("scopes:        {}", client.scopes.join(" "));
+    }
+    Ok(())
+}
