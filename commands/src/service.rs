@@ -148,7 +148,7 @@ impl CommandService {
     /// # Errors
     /// The conversation's refusal (invalid members, an existing id with other content) or a
     /// store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant), err)]
+    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant))]
     pub async fn create_conversation(
         &self,
         ctx: &CommandContext,
@@ -188,7 +188,7 @@ impl CommandService {
 
     /// # Errors
     /// Not found (or not a member), a private conversation, a full group, or a store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation), err)]
+    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation))]
     pub async fn add_member(
         &self,
         ctx: &CommandContext,
@@ -207,7 +207,7 @@ impl CommandService {
 
     /// # Errors
     /// Not found (or not a member), not allowed, not a member to remove, or a store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation), err)]
+    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation))]
     pub async fn remove_member(
         &self,
         ctx: &CommandContext,
@@ -245,7 +245,7 @@ impl CommandService {
     ///
     /// # Errors
     /// Not found (or not a member), a horizon beyond the last message, or a store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation), err)]
+    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation))]
     pub async fn mark_read(
         &self,
         ctx: &CommandContext,
@@ -317,7 +317,7 @@ impl CommandService {
     /// # Errors
     /// `message_id` reused for other content, unknown conversation (or not a member), invalid
     /// content, or a store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %request.conversation_id), err)]
+    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %request.conversation_id))]
     pub async fn send_message(
         &self,
         ctx: &CommandContext,
@@ -359,7 +359,7 @@ impl CommandService {
     ///
     /// # Errors
     /// Unknown message (or not visible to the caller), the sender reporting, or a store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, message_id = %message_id), err)]
+    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, message_id = %message_id))]
     pub async fn mark_status(
         &self,
         ctx: &CommandContext,

@@ -1,0 +1,219 @@
+//! A running gateway per test and the requests tests make against it.
+
+use chat4all_commands::testing::fresh_database;
+use chat4all_domain::{TenantId, UserId};
+use chat4all_gateway::auth::{create_client, NewClient, Scope};
+use chat4all_gateway::Application;
+use chat4all_platform::Settings;
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::{ConnectOptions, PgPool};
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub base: String,
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// An answer: status, headers and the body parsed as JSON (`Value::Null` when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub async fn from(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem+json answer with `status` and `code`, and returns it.
+    #[track_caller]
+    pub fn problem(&self, status: u16, code: &str) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "unexpected answer: {:?}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{:?}",
+            self.body
+        );
+        assert_eq!(self.body["code"], code, "unexpected problem: {:?}", self.body);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["title"].is_string() && self.body["type"].is_string());
+        self
+    }
+
+    /// The fields named in a problem's `errors`.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        chat4all_platform::init_telemetry();
+        let (options, pool) = fresh_database().await;
+        let url = options.to_url_lossy().to_string();
+        let settings = Settings::load_from(
+            None,
+            [
+                ("DATABASE_URL".to_owned(), url),
+                ("CHAT4ALL_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ],
+        )
+        .unwrap();
+        let app = Application::build(&settings).await.unwrap();
+        let base = format!("http://{}", app.local_addr());
+        let stop = CancellationToken::new();
+        tokio::spawn(app.run_until_stopped(stop.clone()));
+        Self {
+            base,
+            pool,
+            http: reqwest::Client::new(),
+            stop,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn client(&self, tenant: &str, user: &str, scopes: &[Scope]) -> NewClient {
+        create_client(
+            &self.pool,
+            &TenantId::parse(tenant).unwrap(),
+            &UserId::parse(user).unwrap(),
+            scopes,
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn token_for(&self, client: &NewClient) -> String {
+        let answer = Answer::from(
+            self.http
+                .post(self.url("/auth/token"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &client.client_id),
+                    ("client_secret", &client.client_secret),
+                ])
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        answer.body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A read+write token for `user` of `tenant`.
+    pub async fn token(&self, tenant: &str, user: &str) -> String {
+        let client = self.client(tenant, user, &[Scope::Read, Scope::Write]).await;
+        self.token_for(&client).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Answer {
+        Answer::from(
+            self.http
+                .post(self.url(path))
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post_raw(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> Answer {
+        let mut request = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Answer::from(request.send().await.unwrap()).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Answer {
+        Answer::from(
+            self.http
+                .delete(self.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        Answer::from(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// Creates a conversation as the token's user and returns its id.
+    pub async fn conversation(&self, token: &str, kind: &str, members: &[&str]) -> String {
+        let answer = self
+            .post("/v1/conversations", token, &json!({"type": kind, "members": members}))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        answer.body["conversation_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends a text message and returns the answer.
+    pub async fn send(&self, token: &str, conversation: &str, text: &str) -> Answer {
+        self.post(
+            "/v1/messages",
+            token,
+            &json!({"conversation_id": conversation, "content": {"type": "text", "text": text}}),
+        )
+        .await
+    }
+
+    /// How many events of `event_type` the store holds.
+    pub async fn count_events(&self, event_type: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+            .bind(event_type)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}

@@ -1,0 +1,10 @@
+//! HTTP integration tests of the gateway: the real application on a free port, a fresh migrated
+//! database per test, real HTTP requests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod conversations;
+mod helpers;
+mod messages;
+mod ops;
+mod status;
