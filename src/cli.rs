@@ -12,7 +12,11 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
 #[derive(Debug, Parser)]
-#[command(name = "chat4all", version, about = "Chat4All: an event-sourced messaging engine")]
+#[command(
+    name = "chat4all",
+    version,
+    about = "Chat4All: an event-sourced messaging engine"
+)]
 pub struct Cli {
     /// A TOML settings file (also `CHAT4ALL_CONFIG`); the environment overrides it.
     #[arg(long, global = true)]
@@ -148,7 +152,10 @@ async fn clients_create(
     let user = UserId::parse(user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
     let scopes =
         Scope::parse_list(scopes).map_err(|s| anyhow::anyhow!("--scopes: unknown scope {s:?}"))?;
-    anyhow::ensure!(!scopes.is_empty(), "--scopes: at least one scope is required");
+    anyhow::ensure!(
+        !scopes.is_empty(),
+        "--scopes: at least one scope is required"
+    );
     let pool = settings.database.connect().await?;
     let client = create_client(&pool, &tenant, &user, &scopes).await?;
     if json {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 use rand::Rng;
 use sqlx::PgPool;
@@ -65,12 +65,46 @@ where
         command: A::Command,
         metadata: HashMap<String, String>,
     ) -> Result<Executed<A>, AggregateError<A::Error>> {
+        self.run(aggregate_id, command, metadata, false).await
+    }
+
+    /// [`Executor::execute`] for commands that nearly always start a new stream (a send under a
+    /// fresh client-chosen id): the first attempt decides on empty state without reading the
+    /// stream, saving a round trip. If the stream did exist, the append hits the primary key
+    /// like any lost race, and the retry decides on the real state, so the outcome is the same.
+    ///
+    /// # Errors
+    /// As [`Executor::execute`].
+    pub async fn execute_expecting_new(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: HashMap<String, String>,
+    ) -> Result<Executed<A>, AggregateError<A::Error>> {
+        self.run(aggregate_id, command, metadata, true).await
+    }
+
+    async fn run(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: HashMap<String, String>,
+        expect_new: bool,
+    ) -> Result<Executed<A>, AggregateError<A::Error>> {
         let mut attempt = 1;
         loop {
+            let assume_empty = expect_new && attempt == 1;
             match self
-                .execute_once(aggregate_id, command.clone(), metadata.clone())
+                .execute_once(
+                    aggregate_id,
+                    command.clone(),
+                    metadata.clone(),
+                    assume_empty,
+                )
                 .await
             {
+                // The guess that the stream was new was wrong: not a race, retry at once.
+                Err(AggregateError::AggregateConflict) if assume_empty => attempt += 1,
                 Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
                     metrics_conflict(A::TYPE);
                     // Jitter spreads the contenders out so that one of them wins the next round.
@@ -88,8 +122,18 @@ where
         aggregate_id: &str,
         command: A::Command,
         metadata: HashMap<String, String>,
+        assume_empty: bool,
     ) -> Result<Executed<A>, AggregateError<A::Error>> {
-        let mut context = self.store.load_aggregate(aggregate_id).await?;
+        let mut context = if assume_empty {
+            EventStoreAggregateContext {
+                aggregate_id: aggregate_id.to_owned(),
+                aggregate: A::default(),
+                current_sequence: 0,
+                current_snapshot: None,
+            }
+        } else {
+            self.store.load_aggregate(aggregate_id).await?
+        };
         let sink = EventSink::<A>::default();
         context
             .aggregate

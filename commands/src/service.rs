@@ -8,8 +8,7 @@ use chat4all_domain::conversation::{
     CreateConversation, DEFAULT_MAX_GROUP_MEMBERS,
 };
 use chat4all_domain::message::{
-    Channel, MessageCommand, MessageContent, MessageStatus, RecipientStatus,
-    SendMessage,
+    Channel, MessageCommand, MessageContent, MessageStatus, RecipientStatus, SendMessage,
 };
 use chat4all_domain::{
     Conversation, ConversationDirectory, ConversationId, Message, MessageId, UserId,
@@ -92,9 +91,9 @@ pub struct CommandService {
     limits: Limits,
 }
 
-fn refused<E: Into<CommandError>>(err: AggregateError<E>) -> CommandError
+fn refused<E>(err: AggregateError<E>) -> CommandError
 where
-    E: std::error::Error,
+    E: std::error::Error + Into<CommandError>,
 {
     match err {
         AggregateError::UserError(e) => e.into(),
@@ -202,7 +201,8 @@ impl CommandService {
             max_group_members: self.limits.max_group_members,
             at,
         };
-        self.conversation_command(ctx, conversation, command, at).await
+        self.conversation_command(ctx, conversation, command, at)
+            .await
     }
 
     /// # Errors
@@ -221,7 +221,8 @@ impl CommandService {
             actor_is_admin: ctx.is_admin,
             at,
         };
-        self.conversation_command(ctx, conversation, command, at).await
+        self.conversation_command(ctx, conversation, command, at)
+            .await
     }
 
     async fn conversation_command(
@@ -340,7 +341,7 @@ impl CommandService {
         });
         let executed = self
             .messages
-            .execute(&stream, command, ctx.metadata(at))
+            .execute_expecting_new(&stream, command, ctx.metadata(at))
             .await
             .map_err(refused)?;
         // The answer to a retry repeats the original one, whose position is the MessageSent's.

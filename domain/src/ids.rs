@@ -172,21 +172,31 @@ mod tests {
             Err(IdError::Length { max: 128 })
         );
         assert!(UserId::parse(&"a".repeat(128)).is_ok());
-        assert!(matches!(UserId::parse("al ice"), Err(IdError::Charset { .. })));
-        assert!(matches!(UserId::parse("ålice"), Err(IdError::Charset { .. })));
+        assert!(matches!(
+            UserId::parse("al ice"),
+            Err(IdError::Charset { .. })
+        ));
+        assert!(matches!(
+            UserId::parse("ålice"),
+            Err(IdError::Charset { .. })
+        ));
     }
 
     #[test]
     fn tenant_ids_exclude_the_stream_separator() {
         assert!(TenantId::parse("acme-eu.1").is_ok());
-        assert!(matches!(TenantId::parse("a:b"), Err(IdError::Charset { .. })));
+        assert!(matches!(
+            TenantId::parse("a:b"),
+            Err(IdError::Charset { .. })
+        ));
         let tenant = TenantId::parse("acme").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(tenant.stream_id("x"), "acme:x");
     }
 
     #[test]
     fn uuid_ids_print_canonical_lowercase() {
-        let id = MessageId::parse("6A1F0B7E-3F3C-4A52-8D0E-2B1B9C7F4E11").unwrap_or_else(|e| panic!("{e}"));
+        let id = MessageId::parse("6A1F0B7E-3F3C-4A52-8D0E-2B1B9C7F4E11")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(id.to_string(), "6a1f0b7e-3f3c-4a52-8d0e-2b1b9c7f4e11");
         assert_eq!(ConversationId::parse("nope"), Err(IdError::NotUuid));
     }

@@ -41,7 +41,11 @@ where
     let mut body = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "body_unreadable", format!("reading the body failed: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                format!("reading the body failed: {e}"),
+            )
         })?;
         if (body.len() + chunk.remaining()) as u64 > limit {
             return Err(too_large(limit));
@@ -100,7 +104,8 @@ fn clean_message(e: &serde_json::Error) -> String {
 }
 
 /// A JSON body of at most [`MAX_BODY_BYTES`], parsed into `T`.
-pub fn json<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+pub fn json<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
+{
     bounded_bytes(MAX_BODY_BYTES).and_then(|bytes: Bytes| async move {
         parse_json::<T>(&bytes).map_err(warp::reject::custom)
     })
@@ -113,7 +118,9 @@ pub fn optional_json<T: DeserializeOwned + Send>(
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        parse_json::<T>(&bytes).map(Some).map_err(warp::reject::custom)
+        parse_json::<T>(&bytes)
+            .map(Some)
+            .map_err(warp::reject::custom)
     })
 }
 
@@ -147,7 +154,11 @@ mod tests {
     fn unknown_fields_are_named() {
         let e = err(br#"{"name":"a","extra":1}"#);
         assert_eq!(e.code, "validation_failed");
-        assert!(e.errors[0].message.contains("unknown field `extra`"), "{:?}", e.errors);
+        assert!(
+            e.errors[0].message.contains("unknown field `extra`"),
+            "{:?}",
+            e.errors
+        );
     }
 
     #[test]
@@ -174,7 +185,10 @@ mod tests {
 
     #[test]
     fn huge_numbers_and_deep_nesting_are_refused_cleanly() {
-        assert_eq!(err(br#"{"name":"a","inner":{"count":1e400}}"#).code, "malformed_json");
+        assert_eq!(
+            err(br#"{"name":"a","inner":{"count":1e400}}"#).code,
+            "malformed_json"
+        );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(err(deep.as_bytes()).status, StatusCode::BAD_REQUEST);
         let deep_value: Result<serde_json::Value, _> = parse_json(deep.as_bytes());

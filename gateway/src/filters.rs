@@ -86,8 +86,13 @@ impl RequestMeta {
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed.
 pub fn trace_id_of(traceparent: &str) -> Option<String> {
     let mut parts = traceparent.split('-');
-    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     (hex(version, 2)
         && version != "ff"
         && hex(trace, 32)
@@ -136,8 +141,14 @@ mod tests {
             trace_id_of("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").as_deref(),
             Some("0af7651916cd43dd8448eb211c80319c")
         );
-        assert_eq!(trace_id_of("00-00000000000000000000000000000000-b7ad6b7169203331-01"), None);
-        assert_eq!(trace_id_of("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"), None);
+        assert_eq!(
+            trace_id_of("00-00000000000000000000000000000000-b7ad6b7169203331-01"),
+            None
+        );
+        assert_eq!(
+            trace_id_of("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"),
+            None
+        );
         assert_eq!(trace_id_of("garbage"), None);
     }
 }

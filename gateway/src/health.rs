@@ -51,8 +51,11 @@ impl Readiness {
     }
 
     pub async fn check(&self) -> Report {
-        let (postgres, redis, kafka) =
-            tokio::join!(self.postgres(), self.redis(), self.kafka.reachable(PROBE_TIMEOUT));
+        let (postgres, redis, kafka) = tokio::join!(
+            self.postgres(),
+            self.redis(),
+            self.kafka.reachable(PROBE_TIMEOUT)
+        );
         Report {
             ready: postgres && redis && kafka,
             checks: Checks {
@@ -105,7 +108,10 @@ mod rdkafka_check {
         }
 
         fn client(&self) -> Option<Arc<BaseConsumer>> {
-            let mut slot = self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut slot = self
+                .client
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if slot.is_none() {
                 *slot = self
                     .config

@@ -118,12 +118,12 @@ async fn bind(listen: &str) -> Result<TcpListener, GatewayError> {
     } else {
         listen.to_owned()
     };
-    let addr: SocketAddr = addr.parse().map_err(|e: std::net::AddrParseError| {
-        GatewayError::ListenAddress {
-            addr: listen.to_owned(),
-            reason: e.to_string(),
-        }
-    })?;
+    let addr: SocketAddr =
+        addr.parse()
+            .map_err(|e: std::net::AddrParseError| GatewayError::ListenAddress {
+                addr: listen.to_owned(),
+                reason: e.to_string(),
+            })?;
     TcpListener::bind(addr)
         .await
         .map_err(|source| GatewayError::Bind {

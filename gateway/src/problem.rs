@@ -114,7 +114,10 @@ impl ApiError {
             errors: &'a [FieldError],
         }
         let body = Problem {
-            kind: format!("https://chat4all.dev/problems/{}", self.code.replace('_', "-")),
+            kind: format!(
+                "https://chat4all.dev/problems/{}",
+                self.code.replace('_', "-")
+            ),
             title: self.title(),
             status: self.status.as_u16(),
             detail: &self.detail,
@@ -172,7 +175,11 @@ impl OAuthError {
         let body = serde_json::json!({"error": self.error, "error_description": self.description});
         let mut response = json_response(self.status, &body);
         if self.status == StatusCode::UNAUTHORIZED {
-            insert_header(&mut response, header::WWW_AUTHENTICATE, "Basic realm=\"chat4all\"");
+            insert_header(
+                &mut response,
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"chat4all\"",
+            );
         }
         insert_header(&mut response, header::CACHE_CONTROL, "no-store");
         response
@@ -213,7 +220,9 @@ impl From<CommandError> for ApiError {
             CommandError::Conversation(e) => {
                 let detail = e.to_string();
                 match e {
-                    ConversationError::NotFound => Self::not_found("conversation_not_found", detail),
+                    ConversationError::NotFound => {
+                        Self::not_found("conversation_not_found", detail)
+                    }
                     ConversationError::AlreadyExists => {
                         Self::new(S::CONFLICT, "conversation_id_conflict", detail)
                     }
@@ -232,29 +241,36 @@ impl From<CommandError> for ApiError {
                     ConversationError::PrivateMembersFixed => {
                         Self::new(S::BAD_REQUEST, "private_members_fixed", detail)
                     }
-                    ConversationError::GroupFull { .. } => Self::new(S::CONFLICT, "group_full", detail),
-                    ConversationError::MemberNotFound(_) => Self::not_found("member_not_found", detail),
+                    ConversationError::GroupFull { .. } => {
+                        Self::new(S::CONFLICT, "group_full", detail)
+                    }
+                    ConversationError::MemberNotFound(_) => {
+                        Self::not_found("member_not_found", detail)
+                    }
                     ConversationError::NotAllowed => Self::new(S::FORBIDDEN, "not_allowed", detail),
                 }
             }
             CommandError::Message(e) => {
                 let detail = e.to_string();
                 match e {
-                    MessageError::IdConflict => Self::new(S::CONFLICT, "message_id_conflict", detail),
+                    MessageError::IdConflict => {
+                        Self::new(S::CONFLICT, "message_id_conflict", detail)
+                    }
                     MessageError::ConversationNotFound => {
                         Self::not_found("conversation_not_found", detail)
                     }
                     MessageError::NotFound => Self::not_found("message_not_found", detail),
                     MessageError::EmptyText
                     | MessageError::TextTooLong { .. }
-                    | MessageError::TextHasNul => Self::validation(vec![FieldError::new(
-                        "content.text",
-                        detail,
-                    )]),
+                    | MessageError::TextHasNul => {
+                        Self::validation(vec![FieldError::new("content.text", detail)])
+                    }
                     MessageError::FileNotReady => {
                         Self::field("file_not_ready", "content.file_id", detail)
                     }
-                    MessageError::NotARecipient => Self::new(S::FORBIDDEN, "not_a_recipient", detail),
+                    MessageError::NotARecipient => {
+                        Self::new(S::FORBIDDEN, "not_a_recipient", detail)
+                    }
                     MessageError::Directory(cause) => store_unavailable(&cause),
                 }
             }
@@ -273,7 +289,11 @@ impl From<CommandError> for ApiError {
 
 fn store_unavailable(cause: &(dyn std::error::Error + 'static)) -> ApiError {
     tracing::error!(error = %ErrorChain(cause), "event store unavailable");
-    ApiError::unavailable("store_unavailable", "the event store is unavailable; retry", 1)
+    ApiError::unavailable(
+        "store_unavailable",
+        "the event store is unavailable; retry",
+        1,
+    )
 }
 
 /// Displays an error with all of its sources, for logs.
@@ -313,8 +333,15 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
             "this method is not allowed on this resource",
         )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large")
-    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the body is too large",
+        )
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

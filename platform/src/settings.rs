@@ -266,9 +266,13 @@ mod tests {
 
     #[test]
     fn bad_values_and_unknown_keys_are_refused() {
-        assert!(Settings::load_from(None, env(&[("CHAT4ALL_RATE_LIMIT_PER_MINUTE", "lots")])).is_err());
+        assert!(
+            Settings::load_from(None, env(&[("CHAT4ALL_RATE_LIMIT_PER_MINUTE", "lots")])).is_err()
+        );
         assert!(Settings::load_from(None, env(&[("CHAT4ALL_DATABASE__NOPE", "1")])).is_err());
-        assert!(Settings::load_from(None, env(&[("CHAT4ALL_CONFIG", "/nonexistent.toml")])).is_err());
+        assert!(
+            Settings::load_from(None, env(&[("CHAT4ALL_CONFIG", "/nonexistent.toml")])).is_err()
+        );
     }
 
     #[test]
@@ -276,8 +280,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("c4a-settings-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let file = dir.join("chat4all.toml");
-        std::fs::write(&file, "topic_prefix = \"from-file\"\nlisten = \"127.0.0.1:9\"\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            &file,
+            "topic_prefix = \"from-file\"\nlisten = \"127.0.0.1:9\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let s = Settings::load_from(Some(&file), env(&[("CHAT4ALL_LISTEN", "127.0.0.1:0")]))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.topic_prefix, "from-file");

@@ -20,7 +20,9 @@ pub fn shutdown_on_signals() -> CancellationToken {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM ({e}); only SIGINT stops the process");
+                    tracing::warn!(
+                        "cannot listen for SIGTERM ({e}); only SIGINT stops the process"
+                    );
                     let _ = ctrl_c.await;
                 }
             }

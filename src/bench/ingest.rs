@@ -18,6 +18,7 @@ use chat4all_platform::{Secret, Settings};
 use hdrhistogram::Histogram;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
+
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -50,9 +51,12 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
     let database = format!("chat4all_bench_{}", std::process::id());
     recreate_database(&base, &database).await?;
     let mut settings = settings.clone();
-    let url = format!("{}", base.clone().database(&database).to_url_lossy());
+    let url = with_database(settings.database.url.expose(), &database);
     settings.database.url = Secret::new(url.clone());
-    settings.database.max_connections = settings.database.max_connections.max(args.connections as u32);
+    settings.database.max_connections = settings
+        .database
+        .max_connections
+        .max(args.connections as u32);
     settings.listen = "127.0.0.1:0".to_owned();
     settings.rate_limit_per_minute = 0;
     crate::cli::migrate(&settings).await?;
@@ -67,7 +71,13 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
     let tenant = TenantId::parse("bench")?;
     let mut tokens = Vec::new();
     for user in USERS {
-        let client = create_client(&pool, &tenant, &UserId::parse(user)?, &[Scope::Read, Scope::Write]).await?;
+        let client = create_client(
+            &pool,
+            &tenant,
+            &UserId::parse(user)?,
+            &[Scope::Read, Scope::Write],
+        )
+        .await?;
         let answer: serde_json::Value = http
             .post(format!("{base_url}/auth/token"))
             .form(&[
@@ -80,7 +90,10 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
             .error_for_status()?
             .json()
             .await?;
-        let token = answer["access_token"].as_str().context("no access_token")?.to_owned();
+        let token = answer["access_token"]
+            .as_str()
+            .context("no access_token")?
+            .to_owned();
         tokens.push(token);
     }
     let mut conversations = Vec::new();
@@ -94,7 +107,12 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
             .error_for_status()?
             .json()
             .await?;
-        conversations.push(answer["conversation_id"].as_str().context("no id")?.to_owned());
+        conversations.push(
+            answer["conversation_id"]
+                .as_str()
+                .context("no id")?
+                .to_owned(),
+        );
     }
 
     println!(
@@ -104,7 +122,15 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
         warmup.as_secs(),
         seconds
     );
-    let engine = drive(&base_url, &tokens, &conversations, args.connections, warmup, Duration::from_secs(seconds)).await?;
+    let engine = drive(
+        &base_url,
+        &tokens,
+        &conversations,
+        args.connections,
+        warmup,
+        Duration::from_secs(seconds),
+    )
+    .await?;
     stop.cancel();
     let _ = server.await;
 
@@ -114,13 +140,19 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
     .fetch_one(&pool)
     .await?;
     pool.close().await;
-    println!("limit: pgbench, {} clients, single-row INSERT of the same event row per transaction", args.connections);
+    println!(
+        "limit: pgbench, {} clients, single-row INSERT of the same event row per transaction",
+        args.connections
+    );
     let limit = raw_limit(&url, &payload, &metadata, args.connections, seconds).await?;
     drop_database(&base, &database).await?;
 
     let ratio = engine.per_second / limit;
     println!();
-    println!("engine   {:>10.0} messages/s   p50 {:>7.2} ms   p99 {:>7.2} ms   errors {}", engine.per_second, engine.p50_ms, engine.p99_ms, engine.errors);
+    println!(
+        "engine   {:>10.0} messages/s   p50 {:>7.2} ms   p99 {:>7.2} ms   errors {}",
+        engine.per_second, engine.p50_ms, engine.p99_ms, engine.errors
+    );
     println!("limit    {:>10.0} commits/s", limit);
     println!("ratio    {:>10.3}", ratio);
     std::fs::create_dir_all(&args.out)?;
@@ -163,17 +195,22 @@ async fn drive(
     let until = measure_from + measure;
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
     let mut workers = Vec::new();
     for worker in 0..connections {
         // One client per worker: one keep-alive connection each, like independent API clients.
-        let http = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()?;
         let url = format!("{base_url}/v1/messages");
         let token = tokens[worker % tokens.len()].clone();
         let conversation = conversations[worker % conversations.len()].clone();
         let (done, errors, histogram) = (done.clone(), errors.clone(), histogram.clone());
         workers.push(tokio::spawn(async move {
-            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!("static bounds"));
+            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .unwrap_or_else(|_| unreachable!("static bounds"));
             loop {
                 let sent = Instant::now();
                 if sent >= until {
@@ -190,7 +227,8 @@ async fn drive(
                 );
                 if sent >= measure_from {
                     if ok {
-                        let _ = local.record(sent.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+                        let _ =
+                            local.record(sent.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
                         done.fetch_add(1, Ordering::Relaxed);
                     } else {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -206,7 +244,11 @@ async fn drive(
     while Instant::now() < until {
         ticker.tick().await;
         let now = done.load(Ordering::Relaxed);
-        let phase = if Instant::now() < measure_from { "warm-up" } else { "measuring" };
+        let phase = if Instant::now() < measure_from {
+            "warm-up"
+        } else {
+            "measuring"
+        };
         println!(
             "  {:>5.1} s  {phase:<9}  {:>7.0} messages/s  errors {}",
             started.elapsed().as_secs_f64(),
@@ -261,7 +303,18 @@ async fn raw_limit(
     let file = dir.join("insert.sql");
     std::fs::write(&file, script)?;
     let output = tokio::process::Command::new("pgbench")
-        .args(["-n", "-c", &clients.to_string(), "-j", "2", "-T", &seconds.to_string(), "-P", "5", "-f"])
+        .args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "-P",
+            "5",
+            "-f",
+        ])
         .arg(&file)
         .arg(url)
         .output()
@@ -284,19 +337,41 @@ async fn raw_limit(
         .with_context(|| format!("no tps in pgbench output: {stdout}"))
 }
 
+/// `url` with its database name replaced; plain libpq syntax, so pgbench can use it too.
+fn with_database(url: &str, database: &str) -> String {
+    let (head, query) = url
+        .split_once('?')
+        .map_or((url, None), |(h, q)| (h, Some(q)));
+    let authority_end = head.find("://").map_or(0, |i| i + 3);
+    let base = match head[authority_end..].find('/') {
+        Some(slash) => &head[..authority_end + slash],
+        None => head,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
 async fn admin(base: &PgConnectOptions) -> anyhow::Result<sqlx::PgConnection> {
     Ok(base.clone().database("postgres").connect().await?)
 }
 
 async fn recreate_database(base: &PgConnectOptions, name: &str) -> anyhow::Result<()> {
     let mut conn = admin(base).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
     Ok(())
 }
 
 async fn drop_database(base: &PgConnectOptions, name: &str) -> anyhow::Result<()> {
     let mut conn = admin(base).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
     Ok(())
 }

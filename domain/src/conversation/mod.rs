@@ -87,7 +87,10 @@ impl Conversation {
         }
     }
 
-    fn decide_create(&self, cmd: CreateConversation) -> Result<Option<ConversationEvent>, ConversationError> {
+    fn decide_create(
+        &self,
+        cmd: CreateConversation,
+    ) -> Result<Option<ConversationEvent>, ConversationError> {
         if let Some(existing) = &self.created {
             // The client-chosen id makes creation retryable: the same request is a no-op.
             return if existing.same_request_as(&cmd) {
@@ -122,19 +125,24 @@ impl Conversation {
             }
             _ => {}
         }
-        Ok(Some(ConversationEvent::ConversationCreated(ConversationCreated {
-            conversation_id: cmd.conversation_id,
-            kind: cmd.kind,
-            members: cmd.members,
-            name: cmd.name,
-            description: cmd.description,
-            metadata: cmd.metadata,
-            created_by: cmd.actor,
-            created_at: cmd.at,
-        })))
+        Ok(Some(ConversationEvent::ConversationCreated(
+            ConversationCreated {
+                conversation_id: cmd.conversation_id,
+                kind: cmd.kind,
+                members: cmd.members,
+                name: cmd.name,
+                description: cmd.description,
+                metadata: cmd.metadata,
+                created_by: cmd.actor,
+                created_at: cmd.at,
+            },
+        )))
     }
 
-    fn decide(&self, command: ConversationCommand) -> Result<Option<ConversationEvent>, ConversationError> {
+    fn decide(
+        &self,
+        command: ConversationCommand,
+    ) -> Result<Option<ConversationEvent>, ConversationError> {
         match command {
             ConversationCommand::Create(cmd) => self.decide_create(cmd),
             ConversationCommand::AddMember {

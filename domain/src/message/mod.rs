@@ -100,7 +100,9 @@ impl Channel {
 }
 
 /// A message's status; the order of the variants is the order status moves in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
     #[default]
@@ -227,12 +229,14 @@ impl Aggregate for Message {
                 }
                 let (message_id, conversation_id) = (sent.message_id, sent.conversation_id);
                 let event = match status {
-                    RecipientStatus::Delivered => MessageEvent::MessageDelivered(MessageDelivered {
-                        message_id,
-                        conversation_id,
-                        user_id: user,
-                        delivered_at: at,
-                    }),
+                    RecipientStatus::Delivered => {
+                        MessageEvent::MessageDelivered(MessageDelivered {
+                            message_id,
+                            conversation_id,
+                            user_id: user,
+                            delivered_at: at,
+                        })
+                    }
                     RecipientStatus::Read => MessageEvent::MessageRead(MessageRead {
                         message_id,
                         conversation_id,
@@ -249,7 +253,9 @@ impl Aggregate for Message {
     fn apply(&mut self, event: Self::Event) {
         match event {
             MessageEvent::MessageSent(sent) => self.sent = Some(sent),
-            MessageEvent::MessageDelivered(e) => self.advance(e.user_id, RecipientStatus::Delivered),
+            MessageEvent::MessageDelivered(e) => {
+                self.advance(e.user_id, RecipientStatus::Delivered)
+            }
             MessageEvent::MessageRead(e) => self.advance(e.user_id, RecipientStatus::Read),
         }
     }

@@ -55,8 +55,11 @@ pub fn hash_secret(secret: &str) -> Result<String, argon2::password_hash::Error>
 
 /// Checks a secret against a stored hash; CPU-heavy by design, so call it off the async workers.
 pub fn verify_secret(secret: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(secret.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 /// Registers a client acting as `user` in `tenant` with `scopes`.
@@ -71,8 +74,7 @@ pub async fn create_client(
 ) -> Result<NewClient, GatewayError> {
     let client_id = format!("c4a_{}", random_token(12));
     let client_secret = random_token(32);
-    let secret_hash =
-        hash_secret(&client_secret).map_err(|e| GatewayError::Hash(e.to_string()))?;
+    let secret_hash = hash_secret(&client_secret).map_err(|e| GatewayError::Hash(e.to_string()))?;
     let scopes: Vec<String> = scopes.iter().map(|s| s.as_str().to_owned()).collect();
     sqlx::query(
         "INSERT INTO clients (client_id, secret_hash, tenant_id, user_id, scopes) VALUES ($1, $2, $3, $4, $5)",
@@ -97,7 +99,10 @@ pub async fn create_client(
 ///
 /// # Errors
 /// A database failure.
-pub async fn find_client(pool: &PgPool, client_id: &str) -> Result<Option<ClientRecord>, sqlx::Error> {
+pub async fn find_client(
+    pool: &PgPool,
+    client_id: &str,
+) -> Result<Option<ClientRecord>, sqlx::Error> {
     sqlx::query_as(
         "SELECT client_id, secret_hash, tenant_id, user_id, scopes FROM clients \
          WHERE client_id = $1 AND disabled_at IS NULL",

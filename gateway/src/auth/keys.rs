@@ -160,7 +160,10 @@ impl KeyRing {
             match load(&self.pool).await {
                 Ok(fresh) => {
                     let key = fresh.verifying.get(kid).cloned();
-                    *self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                    *self
+                        .loaded
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
                     return key;
                 }
                 Err(e) => tracing::warn!("reloading signing keys failed: {e}"),

@@ -59,7 +59,11 @@ impl Scope {
     }
 
     pub fn join(scopes: &[Self]) -> String {
-        scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+        scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -211,7 +215,11 @@ impl TokenService {
             return Err(TokenError::Invalid);
         }
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-        let key = self.keys.verifying(&kid).await.ok_or(TokenError::UnknownKey)?;
+        let key = self
+            .keys
+            .verifying(&kid)
+            .await
+            .ok_or(TokenError::UnknownKey)?;
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -263,7 +271,10 @@ mod tests {
             Scope::parse_list("write read  write"),
             Ok(vec![Scope::Read, Scope::Write])
         );
-        assert_eq!(Scope::parse_list("read superuser"), Err("superuser".to_owned()));
+        assert_eq!(
+            Scope::parse_list("read superuser"),
+            Err("superuser".to_owned())
+        );
         assert_eq!(Scope::join(&[Scope::Read, Scope::Audit]), "read audit");
     }
 }

@@ -32,7 +32,9 @@ struct TokenRequest {
     scope: Option<String>,
 }
 
-pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("auth" / "token")
         .and(warp::post())
         .and(with_state(state))
@@ -45,9 +47,18 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error 
             )))
         }))
         .and_then(
-            |state: Arc<AppState>, content_type: Option<String>, authorization: Option<String>, body: Bytes| async move {
+            |state: Arc<AppState>,
+             content_type: Option<String>,
+             authorization: Option<String>,
+             body: Bytes| async move {
                 let started = Instant::now();
-                let result = token(&state, content_type.as_deref(), authorization.as_deref(), &body).await;
+                let result = token(
+                    &state,
+                    content_type.as_deref(),
+                    authorization.as_deref(),
+                    &body,
+                )
+                .await;
                 let status = result.as_ref().map_or_else(|e| e.status, Response::status);
                 crate::metrics::record_request("auth_token", status.as_u16(), started);
                 result.map_err(warp::reject::custom)
@@ -64,9 +75,11 @@ fn parse_request(content_type: Option<&str>, body: &[u8]) -> Result<TokenRequest
         "application/json" => serde_json::from_slice(body).map_err(|e| {
             OAuthError::bad_request("invalid_request", format!("the JSON body is invalid: {e}"))
         }),
-        "application/x-www-form-urlencoded" | "" => serde_urlencoded::from_bytes(body).map_err(|e| {
-            OAuthError::bad_request("invalid_request", format!("the form body is invalid: {e}"))
-        }),
+        "application/x-www-form-urlencoded" | "" => {
+            serde_urlencoded::from_bytes(body).map_err(|e| {
+                OAuthError::bad_request("invalid_request", format!("the form body is invalid: {e}"))
+            })
+        }
         other => Err(OAuthError::bad_request(
             "invalid_request",
             format!("unsupported content type {other:?}; use a form or JSON"),
@@ -85,7 +98,9 @@ fn basic_credentials(header: &str) -> Result<(String, String), OAuthError> {
         .ok()
         .and_then(|raw| String::from_utf8(raw).ok())
         .ok_or_else(OAuthError::invalid_client)?;
-    let (id, secret) = decoded.split_once(':').ok_or_else(OAuthError::invalid_client)?;
+    let (id, secret) = decoded
+        .split_once(':')
+        .ok_or_else(OAuthError::invalid_client)?;
     let unescape = |s: &str| {
         serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}"))
             .ok()
@@ -145,7 +160,11 @@ async fn token(
             return Err(OAuthError::invalid_client());
         }
     };
-    let allowed: Vec<Scope> = client.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+    let allowed: Vec<Scope> = client
+        .scopes
+        .iter()
+        .filter_map(|s| Scope::parse(s))
+        .collect();
     let scopes = match request.scope.as_deref().map(str::trim) {
         None | Some("") => allowed,
         Some(requested) => {
@@ -163,7 +182,12 @@ async fn token(
     };
     let (access_token, _claims) = state
         .tokens
-        .issue(&client.tenant_id, &client.user_id, &client.client_id, &scopes)
+        .issue(
+            &client.tenant_id,
+            &client.user_id,
+            &client.client_id,
+            &scopes,
+        )
         .map_err(|e| {
             tracing::error!("signing a token failed: {e}");
             OAuthError::server_error()
@@ -177,10 +201,9 @@ async fn token(
             "scope": Scope::join(&scopes),
         }),
     );
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 

@@ -47,43 +47,88 @@ struct ReadBody {
     up_to_seq: Option<u64>,
 }
 
-pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let create = warp::path!("v1" / "conversations")
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(authenticated(state.clone()))
         .and(request_meta())
         .and(json::<CreateBody>())
-        .and_then(|state: Arc<AppState>, p: Principal, meta: RequestMeta, body: CreateBody| async move {
-            answer("create_conversation", Instant::now(), create(&state, &p, &meta, body).await)
-        });
+        .and_then(
+            |state: Arc<AppState>, p: Principal, meta: RequestMeta, body: CreateBody| async move {
+                answer(
+                    "create_conversation",
+                    Instant::now(),
+                    create(&state, &p, &meta, body).await,
+                )
+            },
+        );
     let add_member = warp::path!("v1" / "conversations" / String / "members")
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(authenticated(state.clone()))
         .and(request_meta())
         .and(json::<AddMemberBody>())
-        .and_then(|id: String, state: Arc<AppState>, p: Principal, meta: RequestMeta, body: AddMemberBody| async move {
-            answer("add_member", Instant::now(), add_member(&state, &p, &meta, &id, body).await)
-        });
-    let remove_member = warp::path!("v1" / "conversations" / String / "members" / String)
-        .and(warp::delete())
-        .and(with_state(state.clone()))
-        .and(authenticated(state.clone()))
-        .and(request_meta())
-        .and_then(|id: String, user: String, state: Arc<AppState>, p: Principal, meta: RequestMeta| async move {
-            answer("remove_member", Instant::now(), remove_member(&state, &p, &meta, &id, &user).await)
-        });
+        .and_then(
+            |id: String,
+             state: Arc<AppState>,
+             p: Principal,
+             meta: RequestMeta,
+             body: AddMemberBody| async move {
+                answer(
+                    "add_member",
+                    Instant::now(),
+                    add_member(&state, &p, &meta, &id, body).await,
+                )
+            },
+        );
+    let remove_member =
+        warp::path!("v1" / "conversations" / String / "members" / String)
+            .and(warp::delete())
+            .and(with_state(state.clone()))
+            .and(authenticated(state.clone()))
+            .and(request_meta())
+            .and_then(
+                |id: String,
+                 user: String,
+                 state: Arc<AppState>,
+                 p: Principal,
+                 meta: RequestMeta| async move {
+                    answer(
+                        "remove_member",
+                        Instant::now(),
+                        remove_member(&state, &p, &meta, &id, &user).await,
+                    )
+                },
+            );
     let read = warp::path!("v1" / "conversations" / String / "read")
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(authenticated(state))
         .and(request_meta())
         .and(optional_json::<ReadBody>())
-        .and_then(|id: String, state: Arc<AppState>, p: Principal, meta: RequestMeta, body: Option<ReadBody>| async move {
-            answer("mark_read", Instant::now(), mark_read(&state, &p, &meta, &id, body).await)
-        });
-    create.or(add_member).unify().or(remove_member).unify().or(read).unify()
+        .and_then(
+            |id: String,
+             state: Arc<AppState>,
+             p: Principal,
+             meta: RequestMeta,
+             body: Option<ReadBody>| async move {
+                answer(
+                    "mark_read",
+                    Instant::now(),
+                    mark_read(&state, &p, &meta, &id, body).await,
+                )
+            },
+        );
+    create
+        .or(add_member)
+        .unify()
+        .or(remove_member)
+        .unify()
+        .or(read)
+        .unify()
 }
 
 /// A conversation id from the path; one that is not a UUID cannot exist.
@@ -100,9 +145,18 @@ fn text_field(
 ) -> Option<String> {
     let value = value?;
     if value.chars().count() > max_chars {
-        errors.push(FieldError::new(field, format!("must be at most {max_chars} characters")));
-    } else if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        errors.push(FieldError::new(field, "must not contain control characters"));
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
+    } else if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        errors.push(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Some(value)
 }
@@ -133,7 +187,12 @@ fn validate_create(body: CreateBody) -> Result<CreateConversationRequest, ApiErr
         })
         .collect();
     let name = text_field(&mut errors, "name", body.name, MAX_NAME_CHARS);
-    let description = text_field(&mut errors, "description", body.description, MAX_DESCRIPTION_CHARS);
+    let description = text_field(
+        &mut errors,
+        "description",
+        body.description,
+        MAX_DESCRIPTION_CHARS,
+    );
     if let Some(metadata) = &body.metadata {
         if !metadata.is_object() {
             errors.push(FieldError::new("metadata", "must be a JSON object"));
@@ -199,7 +258,12 @@ async fn add_member(
         .map_err(|e| ApiError::validation(vec![FieldError::new("user_id", e.to_string())]))?;
     let position = state
         .commands
-        .add_member(&meta.command_context(principal), conversation, user.clone(), Utc::now())
+        .add_member(
+            &meta.command_context(principal),
+            conversation,
+            user.clone(),
+            Utc::now(),
+        )
         .await?;
     Ok(json_response(
         StatusCode::ACCEPTED,
@@ -221,7 +285,12 @@ async fn remove_member(
     })?;
     let position = state
         .commands
-        .remove_member(&meta.command_context(principal), conversation, user.clone(), Utc::now())
+        .remove_member(
+            &meta.command_context(principal),
+            conversation,
+            user.clone(),
+            Utc::now(),
+        )
         .await?;
     Ok(json_response(
         StatusCode::ACCEPTED,
@@ -241,7 +310,12 @@ async fn mark_read(
     let up_to_seq = body.and_then(|b| b.up_to_seq);
     let reply = state
         .commands
-        .mark_read(&meta.command_context(principal), conversation, up_to_seq, Utc::now())
+        .mark_read(
+            &meta.command_context(principal),
+            conversation,
+            up_to_seq,
+            Utc::now(),
+        )
         .await?;
     Ok(json_response(
         StatusCode::ACCEPTED,

@@ -35,25 +35,43 @@ struct StatusBody {
     status: RecipientStatus,
 }
 
-pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let send = warp::path!("v1" / "messages")
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(authenticated(state.clone()))
         .and(request_meta())
         .and(json::<SendBody>())
-        .and_then(|state: Arc<AppState>, p: Principal, meta: RequestMeta, body: SendBody| async move {
-            answer("send_message", Instant::now(), send(&state, &p, &meta, body).await)
-        });
+        .and_then(
+            |state: Arc<AppState>, p: Principal, meta: RequestMeta, body: SendBody| async move {
+                answer(
+                    "send_message",
+                    Instant::now(),
+                    send(&state, &p, &meta, body).await,
+                )
+            },
+        );
     let status = warp::path!("v1" / "messages" / String / "status")
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(authenticated(state))
         .and(request_meta())
         .and(json::<StatusBody>())
-        .and_then(|id: String, state: Arc<AppState>, p: Principal, meta: RequestMeta, body: StatusBody| async move {
-            answer("message_status", Instant::now(), mark_status(&state, &p, &meta, &id, body).await)
-        });
+        .and_then(
+            |id: String,
+             state: Arc<AppState>,
+             p: Principal,
+             meta: RequestMeta,
+             body: StatusBody| async move {
+                answer(
+                    "message_status",
+                    Instant::now(),
+                    mark_status(&state, &p, &meta, &id, body).await,
+                )
+            },
+        );
     send.or(status).unify()
 }
 
@@ -64,12 +82,17 @@ fn parse_content(value: Value, errors: &mut Vec<FieldError>) -> Option<MessageCo
         Value::String(text) => return Some(MessageContent::Text { text }),
         Value::Object(object) => object,
         _ => {
-            errors.push(FieldError::new("content", "must be a string or an object with a type"));
+            errors.push(FieldError::new(
+                "content",
+                "must be a string or an object with a type",
+            ));
             return None;
         }
     };
-    let mut take_string = |object: &mut serde_json::Map<String, Value>, key: &str, required: bool| {
-        match object.remove(key) {
+    let mut take_string =
+        |object: &mut serde_json::Map<String, Value>, key: &str, required: bool| match object
+            .remove(key)
+        {
             Some(Value::String(s)) => Some(s),
             None | Some(Value::Null) if !required => None,
             None | Some(Value::Null) => {
@@ -77,27 +100,37 @@ fn parse_content(value: Value, errors: &mut Vec<FieldError>) -> Option<MessageCo
                 None
             }
             Some(_) => {
-                errors.push(FieldError::new(format!("content.{key}"), "must be a string"));
+                errors.push(FieldError::new(
+                    format!("content.{key}"),
+                    "must be a string",
+                ));
                 None
             }
-        }
-    };
+        };
     let kind = take_string(&mut object, "type", true);
     let content = match kind.as_deref() {
-        Some("text") => take_string(&mut object, "text", true).map(|text| MessageContent::Text { text }),
+        Some("text") => {
+            take_string(&mut object, "text", true).map(|text| MessageContent::Text { text })
+        }
         Some("file") => {
             let file_id = take_string(&mut object, "file_id", true);
             let caption = take_string(&mut object, "caption", false);
             file_id.map(|file_id| MessageContent::File { file_id, caption })
         }
         Some(_) => {
-            errors.push(FieldError::new("content.type", "must be \"text\" or \"file\""));
+            errors.push(FieldError::new(
+                "content.type",
+                "must be \"text\" or \"file\"",
+            ));
             None
         }
         None => None,
     };
     for unknown in object.keys() {
-        errors.push(FieldError::new(format!("content.{unknown}"), "unknown field"));
+        errors.push(FieldError::new(
+            format!("content.{unknown}"),
+            "unknown field",
+        ));
     }
     content
 }
@@ -112,7 +145,9 @@ fn parse_channels(names: Option<Vec<String>>, errors: &mut Vec<FieldError>) -> V
         } else {
             errors.push(FieldError::new(
                 format!("channels[{i}]"),
-                format!("unknown channel {name:?}; use whatsapp, instagram, telegram, messenger or all"),
+                format!(
+                    "unknown channel {name:?}; use whatsapp, instagram, telegram, messenger or all"
+                ),
             ));
         }
     }
@@ -177,7 +212,12 @@ async fn mark_status(
         .map_err(|_| ApiError::not_found("message_not_found", "message not found"))?;
     let reply = state
         .commands
-        .mark_status(&meta.command_context(principal), message_id, body.status, Utc::now())
+        .mark_status(
+            &meta.command_context(principal),
+            message_id,
+            body.status,
+            Utc::now(),
+        )
         .await?;
     Ok(json_response(
         StatusCode::ACCEPTED,

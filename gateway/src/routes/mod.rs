@@ -30,7 +30,9 @@ pub(crate) fn answer(
     result.map_err(warp::reject::custom)
 }
 
-pub fn all(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
+pub fn all(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
     let v1 = conversations::routes(state.clone()).or(messages::routes(state.clone()));
     ops::routes(state.clone())
         .or(auth::routes(state))

@@ -10,7 +10,9 @@ use crate::filters::with_state;
 use crate::problem::json_response;
 use crate::AppState;
 
-pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let health = warp::path!("health")
         .and(warp::get())
         .map(|| json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})));
@@ -38,5 +40,11 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error 
         .and(warp::get())
         .and(with_state(state))
         .map(|state: Arc<AppState>| json_response(StatusCode::OK, &state.tokens.keys().jwks()));
-    health.or(ready).unify().or(metrics).unify().or(jwks).unify()
+    health
+        .or(ready)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(jwks)
+        .unify()
 }

@@ -57,14 +57,23 @@ impl Answer {
     /// Asserts a problem+json answer with `status` and `code`, and returns it.
     #[track_caller]
     pub fn problem(&self, status: u16, code: &str) -> &Self {
-        assert_eq!(self.status.as_u16(), status, "unexpected answer: {:?}", self.body);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected answer: {:?}",
+            self.body
+        );
         assert_eq!(
             self.header("content-type"),
             Some("application/problem+json"),
             "{:?}",
             self.body
         );
-        assert_eq!(self.body["code"], code, "unexpected problem: {:?}", self.body);
+        assert_eq!(
+            self.body["code"], code,
+            "unexpected problem: {:?}",
+            self.body
+        );
         assert_eq!(self.body["status"], status);
         assert!(self.body["title"].is_string() && self.body["type"].is_string());
         self
@@ -144,7 +153,9 @@ impl TestApp {
 
     /// A read+write token for `user` of `tenant`.
     pub async fn token(&self, tenant: &str, user: &str) -> String {
-        let client = self.client(tenant, user, &[Scope::Read, Scope::Write]).await;
+        let client = self
+            .client(tenant, user, &[Scope::Read, Scope::Write])
+            .await;
         self.token_for(&client).await
     }
 
@@ -161,7 +172,12 @@ impl TestApp {
         .await
     }
 
-    pub async fn post_raw(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> Answer {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Answer {
         let mut request = self
             .http
             .post(self.url(path))
@@ -192,7 +208,11 @@ impl TestApp {
     /// Creates a conversation as the token's user and returns its id.
     pub async fn conversation(&self, token: &str, kind: &str, members: &[&str]) -> String {
         let answer = self
-            .post("/v1/conversations", token, &json!({"type": kind, "members": members}))
+            .post(
+                "/v1/conversations",
+                token,
+                &json!({"type": kind, "members": members}),
+            )
             .await;
         assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
         answer.body["conversation_id"].as_str().unwrap().to_owned()
@@ -215,5 +235,39 @@ impl TestApp {
             .fetch_one(&self.pool)
             .await
             .unwrap()
+    }
+
+    /// How many events the store holds in all.
+    pub async fn total_events(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The payloads of the events of `event_type`, in global order (the inner object of the
+    /// externally tagged payload).
+    pub async fn payloads(&self, event_type: &str) -> Vec<Value> {
+        sqlx::query_scalar(
+            "SELECT payload -> event_type FROM events WHERE event_type = $1 ORDER BY global_position",
+        )
+        .bind(event_type)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// POSTs JSON `body` with `authorization` as the raw `Authorization` header (or none).
+    pub async fn post_authorized(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        body: &Value,
+    ) -> Answer {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        Answer::from(request.send().await.unwrap()).await
     }
 }

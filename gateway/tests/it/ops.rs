@@ -1,1 +1,87 @@
-//! placeholder
+//! Operations endpoints, the JWK set, and answers for routes that do not exist.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{Answer, TestApp};
+
+#[tokio::test]
+async fn health_and_readiness_report_every_dependency() {
+    let app = TestApp::spawn().await;
+
+    let health = app.get("/health").await;
+    assert_eq!(health.status, StatusCode::OK, "{:?}", health.body);
+
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
+    assert_eq!(
+        ready.body["checks"],
+        json!({"postgres": "ok", "redis": "ok", "kafka": "ok"})
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_answered_requests() {
+    let app = TestApp::spawn().await;
+    app.token("acme", "alice").await;
+
+    let metrics = app.get("/metrics").await;
+
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(metrics
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/plain"));
+    let text = metrics.body.as_str().unwrap();
+    assert!(text.contains("chat4all_http_requests_total"), "{text}");
+}
+
+#[tokio::test]
+async fn the_jwks_verifies_issued_tokens() {
+    let app = TestApp::spawn().await;
+    let token = app.token("acme", "alice").await;
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+
+    let jwks = app.get("/.well-known/jwks.json").await;
+
+    assert_eq!(jwks.status, StatusCode::OK, "{:?}", jwks.body);
+    let keys = jwks.body["keys"].as_array().unwrap();
+    let key = keys.iter().find(|k| k["kid"] == kid.as_str()).unwrap();
+    assert_eq!(key["kty"], "OKP");
+    assert_eq!(key["crv"], "Ed25519");
+    let decoding = DecodingKey::from_ed_components(key["x"].as_str().unwrap()).unwrap();
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&["chat4all"]);
+    validation.set_audience(&["chat4all-api"]);
+    let claims = jsonwebtoken::decode::<Value>(&token, &decoding, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["tenant_id"], "acme");
+}
+
+#[track_caller]
+fn client_error_problem(answer: &Answer) {
+    assert!(answer.status.is_client_error(), "{:?}", answer.status);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(answer.body["status"], answer.status.as_u16());
+    assert!(answer.body["code"].is_string(), "{:?}", answer.body);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_are_problems() {
+    let app = TestApp::spawn().await;
+
+    app.get("/no/such/route").await.problem(404, "not_found");
+    let wrong_method = app.get("/v1/messages").await;
+    client_error_problem(&wrong_method);
+    assert!(
+        [StatusCode::NOT_FOUND, StatusCode::METHOD_NOT_ALLOWED].contains(&wrong_method.status),
+        "{:?}",
+        wrong_method.status
+    );
+}

@@ -63,11 +63,13 @@ async fn transactions_committing_out_of_order_are_neither_skipped_nor_repeated()
         "events behind an open transaction were returned: {during:?}"
     );
     // A reader comparing positions alone would already see the later events, and lose the held one.
-    let naive: Vec<i64> = sqlx::query_scalar("SELECT global_position FROM events WHERE global_position > $1 ORDER BY 1")
-        .bind(seen[0].global_position)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let naive: Vec<i64> = sqlx::query_scalar(
+        "SELECT global_position FROM events WHERE global_position > $1 ORDER BY 1",
+    )
+    .bind(seen[0].global_position)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(naive, vec![later_a, later_b]);
 
     sqlx::query("COMMIT").execute(&mut held).await.unwrap();
@@ -75,7 +77,11 @@ async fn transactions_committing_out_of_order_are_neither_skipped_nor_repeated()
     let positions: Vec<i64> = after_commit.iter().map(|e| e.global_position).collect();
     let mut sorted = positions.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, vec![held_position, later_a, later_b], "each event exactly once");
+    assert_eq!(
+        sorted,
+        vec![held_position, later_a, later_b],
+        "each event exactly once"
+    );
 
     // And nothing more turns up afterwards.
     let again = read_batch(&pool, checkpoint, 100).await.unwrap();
@@ -125,7 +131,9 @@ async fn many_concurrent_writers_are_all_read_exactly_once() {
     assert_eq!(unique.len(), seen.len(), "no event read twice");
 }
 
-async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) -> Vec<Result<(), tokio::task::JoinError>> {
+async fn futures_join(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> Vec<Result<(), tokio::task::JoinError>> {
     let mut results = Vec::new();
     for t in tasks {
         results.push(t.await);
