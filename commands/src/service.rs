@@ -123,6 +123,11 @@ impl CommandService {
         &self.pool
     }
 
+    /// The membership directory, whose cache needs [`StoreDirectory::listen`] running.
+    pub fn directory(&self) -> &StoreDirectory {
+        &self.directory
+    }
+
     /// The answer's position: the last appended event's, or for a no-op the position of the
     /// stream's event `sequence` (the one the original command appended).
     async fn position<A>(
@@ -238,6 +243,9 @@ impl CommandService {
             .execute(&stream, command, ctx.metadata(at))
             .await
             .map_err(refused)?;
+        if !executed.appended.is_empty() {
+            self.directory.forget(&ctx.tenant, conversation);
+        }
         let last = executed.last_sequence;
         Self::position(&self.conversations, &stream, &executed, last).await
     }

@@ -4,6 +4,7 @@
 //! from the event store itself (never from read models, which may lag).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -32,6 +33,7 @@ pub struct DirectoryError(#[source] pub Box<dyn std::error::Error + Send + Sync>
 #[async_trait]
 pub trait ConversationDirectory: Send + Sync {
     /// The conversation's current membership, or `None` when it does not exist in this tenant.
+    /// Shared, because implementations cache it and every send asks.
     ///
     /// # Errors
     /// [`DirectoryError`] when the answer cannot be obtained.
@@ -39,5 +41,5 @@ pub trait ConversationDirectory: Send + Sync {
         &self,
         tenant: &TenantId,
         conversation: ConversationId,
-    ) -> Result<Option<Membership>, DirectoryError>;
+    ) -> Result<Option<Arc<Membership>>, DirectoryError>;
 }

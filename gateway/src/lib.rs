@@ -93,6 +93,8 @@ impl Application {
     /// finish (bounded by the configured shutdown timeout).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
         tracing::info!(address = %self.addr, "gateway listening");
+        let directory = self.state.commands.directory().clone();
+        let listener = tokio::spawn(directory.listen(shutdown.clone()));
         let routes = routes::all(self.state);
         let stop = shutdown.clone();
         let server = warp::serve(routes)
@@ -107,6 +109,8 @@ impl Application {
                 tokio::time::sleep(self.shutdown_timeout).await;
             } => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
         }
+        shutdown.cancel();
+        let _ = listener.await;
         tracing::info!("gateway stopped");
     }
 }

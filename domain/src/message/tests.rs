@@ -29,8 +29,12 @@ impl ConversationDirectory for FakeDirectory {
         &self,
         tenant: &TenantId,
         conversation: ConversationId,
-    ) -> Result<Option<Membership>, DirectoryError> {
-        Ok(self.0.get(&(tenant.clone(), conversation)).cloned())
+    ) -> Result<Option<Arc<Membership>>, DirectoryError> {
+        Ok(self
+            .0
+            .get(&(tenant.clone(), conversation))
+            .cloned()
+            .map(Arc::new))
     }
 }
 
@@ -43,7 +47,7 @@ impl ConversationDirectory for UnreachableDirectory {
         &self,
         _tenant: &TenantId,
         _conversation: ConversationId,
-    ) -> Result<Option<Membership>, DirectoryError> {
+    ) -> Result<Option<Arc<Membership>>, DirectoryError> {
         Err(DirectoryError("connection refused".into()))
     }
 }

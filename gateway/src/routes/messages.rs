@@ -89,24 +89,23 @@ fn parse_content(value: Value, errors: &mut Vec<FieldError>) -> Option<MessageCo
             return None;
         }
     };
-    let mut take_string =
-        |object: &mut serde_json::Map<String, Value>, key: &str, required: bool| match object
-            .remove(key)
-        {
-            Some(Value::String(s)) => Some(s),
-            None | Some(Value::Null) if !required => None,
-            None | Some(Value::Null) => {
-                errors.push(FieldError::new(format!("content.{key}"), "is required"));
-                None
-            }
-            Some(_) => {
-                errors.push(FieldError::new(
-                    format!("content.{key}"),
-                    "must be a string",
-                ));
-                None
-            }
-        };
+    let mut take_string = |object: &mut serde_json::Map<String, Value>,
+                           key: &str,
+                           required: bool| match object.remove(key) {
+        Some(Value::String(s)) => Some(s),
+        None | Some(Value::Null) if !required => None,
+        None | Some(Value::Null) => {
+            errors.push(FieldError::new(format!("content.{key}"), "is required"));
+            None
+        }
+        Some(_) => {
+            errors.push(FieldError::new(
+                format!("content.{key}"),
+                "must be a string",
+            ));
+            None
+        }
+    };
     let kind = take_string(&mut object, "type", true);
     let content = match kind.as_deref() {
         Some("text") => {

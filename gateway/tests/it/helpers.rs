@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub base: String,
+    database_url: String,
     pub pool: PgPool,
     pub http: reqwest::Client,
     stop: CancellationToken,
@@ -95,13 +96,23 @@ impl Answer {
 
 impl TestApp {
     pub async fn spawn() -> Self {
-        chat4all_platform::init_telemetry();
+        if std::env::var_os("RUST_LOG").is_some() {
+            chat4all_platform::init_telemetry();
+        }
         let (options, pool) = fresh_database().await;
-        let url = options.to_url_lossy().to_string();
+        Self::start(options.to_url_lossy().to_string(), pool).await
+    }
+
+    /// Another gateway instance on the same database, as in a scaled-out deployment.
+    pub async fn another_instance(&self) -> Self {
+        Self::start(self.database_url.clone(), self.pool.clone()).await
+    }
+
+    async fn start(url: String, pool: PgPool) -> Self {
         let settings = Settings::load_from(
             None,
             [
-                ("DATABASE_URL".to_owned(), url),
+                ("DATABASE_URL".to_owned(), url.clone()),
                 ("CHAT4ALL_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
             ],
         )
@@ -112,6 +123,7 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped(stop.clone()));
         Self {
             base,
+            database_url: url,
             pool,
             http: reqwest::Client::new(),
             stop,

@@ -5,6 +5,7 @@
 mod auth;
 mod conversations;
 mod helpers;
+mod membership;
 mod messages;
 mod ops;
 mod status;

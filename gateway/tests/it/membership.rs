@@ -1,0 +1,92 @@
+//! Membership answers stay right across gateway instances, although each caches them.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::helpers::TestApp;
+
+/// Sends as `token` through `app` until the answer has `status`, or fails after a deadline.
+async fn until_send_answers(app: &TestApp, token: &str, conversation: &str, status: StatusCode) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = app.send(token, conversation, "probe").await;
+        if answer.status == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} instead of {status}: {:?}",
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_member_who_left_is_refused_on_every_instance() {
+    let one = TestApp::spawn().await;
+    let two = one.another_instance().await;
+    let alice = one.token("acme", "alice").await;
+    let bob = one.token("acme", "bob").await;
+    let conversation = one
+        .conversation(&alice, "group", &["alice", "bob", "carol"])
+        .await;
+    // Both instances have answered for bob, so both know the membership.
+    assert_eq!(
+        one.send(&bob, &conversation, "hi").await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        two.send(&bob, &conversation, "hi").await.status,
+        StatusCode::ACCEPTED
+    );
+
+    let left = one
+        .delete(
+            &format!("/v1/conversations/{conversation}/members/bob"),
+            &bob,
+        )
+        .await;
+    assert_eq!(left.status, StatusCode::ACCEPTED, "{:?}", left.body);
+
+    // The instance that made the change knows at once; the other one is told by the store.
+    one.send(&bob, &conversation, "still here?")
+        .await
+        .problem(404, "conversation_not_found");
+    until_send_answers(&two, &bob, &conversation, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn a_member_who_joined_is_accepted_on_every_instance() {
+    let one = TestApp::spawn().await;
+    let two = one.another_instance().await;
+    let alice = one.token("acme", "alice").await;
+    let dave = one.token("acme", "dave").await;
+    let conversation = one
+        .conversation(&alice, "group", &["alice", "bob", "carol"])
+        .await;
+    two.send(&dave, &conversation, "let me in")
+        .await
+        .problem(404, "conversation_not_found");
+    assert_eq!(
+        two.send(&alice, &conversation, "warm").await.status,
+        StatusCode::ACCEPTED
+    );
+
+    let joined = one
+        .post(
+            &format!("/v1/conversations/{conversation}/members"),
+            &alice,
+            &serde_json::json!({"user_id": "dave"}),
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::ACCEPTED, "{:?}", joined.body);
+
+    assert_eq!(
+        one.send(&dave, &conversation, "hello").await.status,
+        StatusCode::ACCEPTED
+    );
+    until_send_answers(&two, &dave, &conversation, StatusCode::ACCEPTED).await;
+}
