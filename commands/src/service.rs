@@ -152,7 +152,7 @@ impl CommandService {
     /// # Errors
     /// The conversation's refusal (invalid members, an existing id with other content) or a
     /// store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %ctx.tenant))]
     pub async fn create_conversation(
         &self,
         ctx: &CommandContext,
@@ -192,7 +192,7 @@ impl CommandService {
 
     /// # Errors
     /// Not found (or not a member), a private conversation, a full group, or a store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation))]
     pub async fn add_member(
         &self,
         ctx: &CommandContext,
@@ -212,7 +212,7 @@ impl CommandService {
 
     /// # Errors
     /// Not found (or not a member), not allowed, not a member to remove, or a store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation))]
     pub async fn remove_member(
         &self,
         ctx: &CommandContext,
@@ -254,7 +254,7 @@ impl CommandService {
     ///
     /// # Errors
     /// Not found (or not a member), a horizon beyond the last message, or a store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %ctx.tenant, conversation_id = %conversation))]
     pub async fn mark_read(
         &self,
         ctx: &CommandContext,
@@ -326,7 +326,7 @@ impl CommandService {
     /// # Errors
     /// `message_id` reused for other content, unknown conversation (or not a member), invalid
     /// content, or a store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, conversation_id = %request.conversation_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %ctx.tenant, conversation_id = %request.conversation_id))]
     pub async fn send_message(
         &self,
         ctx: &CommandContext,
@@ -368,7 +368,7 @@ impl CommandService {
     ///
     /// # Errors
     /// Unknown message (or not visible to the caller), the sender reporting, or a store failure.
-    #[tracing::instrument(skip_all, fields(tenant = %ctx.tenant, message_id = %message_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %ctx.tenant, message_id = %message_id))]
     pub async fn mark_status(
         &self,
         ctx: &CommandContext,

@@ -177,6 +177,9 @@ impl DatabaseSettings {
     pub fn pool(&self) -> Result<PgPool, SettingsError> {
         Ok(PgPoolOptions::new()
             .max_connections(self.max_connections)
+            // The default pings every connection on every checkout: a second round trip per
+            // query. A broken connection fails its query instead, which callers already handle.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(self.acquire_timeout_secs))
             .connect_lazy_with(self.connect_options()?))
     }
