@@ -103,14 +103,20 @@ audience = "chat4all-api"
 access_token_ttl_secs = 900
 "#;
 
-/// The documented variables that are not spelled `CHAT4ALL_SECTION__KEY`.
-const ALIASES: [(&str, &str); 6] = [
+/// The documented variables without the `CHAT4ALL_` prefix.
+const ALIASES: [(&str, &str); 3] = [
     ("DATABASE_URL", "database.url"),
     ("REDIS_URL", "redis.url"),
     ("KAFKA_BOOTSTRAP_SERVERS", "kafka.bootstrap_servers"),
-    ("CHAT4ALL_LISTEN", "listen"),
-    ("CHAT4ALL_TOPIC_PREFIX", "topic_prefix"),
-    ("CHAT4ALL_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute"),
+];
+
+/// Top-level settings, spelled `CHAT4ALL_<KEY>` in the environment.
+const TOP_LEVEL: [&str; 5] = [
+    "listen",
+    "topic_prefix",
+    "rate_limit_per_minute",
+    "max_group_members",
+    "shutdown_timeout_secs",
 ];
 
 impl Settings {
@@ -144,7 +150,8 @@ impl Settings {
             if let Some((_, path)) = ALIASES.iter().find(|(name, _)| name == key) {
                 builder = builder.set_override(*path, value.as_str())?;
             } else if let Some(rest) = key.strip_prefix("CHAT4ALL_") {
-                if rest.contains("__") {
+                // Other CHAT4ALL_ variables (the scripts' own, CHAT4ALL_CONFIG) are not settings.
+                if rest.contains("__") || TOP_LEVEL.contains(&rest.to_ascii_lowercase().as_str()) {
                     let path = rest.to_ascii_lowercase().replace("__", ".");
                     builder = builder.set_override(path, value.as_str())?;
                 }
@@ -249,6 +256,7 @@ mod tests {
                 ("CHAT4ALL_TOPIC_PREFIX", "t1"),
                 ("CHAT4ALL_RATE_LIMIT_PER_MINUTE", "0"),
                 ("CHAT4ALL_DATABASE__MAX_CONNECTIONS", "7"),
+                ("CHAT4ALL_MAX_GROUP_MEMBERS", "12"),
                 ("CHAT4ALL_UNRELATED", "ignored"),
             ]),
         )
@@ -258,6 +266,7 @@ mod tests {
         assert_eq!(s.topic_prefix, "t1");
         assert_eq!(s.rate_limit_per_minute, 0);
         assert_eq!(s.database.max_connections, 7);
+        assert_eq!(s.max_group_members, 12);
     }
 
     #[test]
