@@ -17,7 +17,7 @@ use rand::Rng;
 use sqlx::PgPool;
 
 use crate::repository::{StoreRepository, APPENDED};
-use crate::Position;
+use crate::{Appender, Position};
 
 /// How often a command is re-run against a stream that another writer keeps changing.
 pub const MAX_ATTEMPTS: u32 = 8;
@@ -45,9 +45,12 @@ where
     A: Aggregate + Clone,
     A::Command: Clone,
 {
-    pub fn new(pool: PgPool, services: A::Services) -> Self {
+    pub fn new(pool: PgPool, appender: Appender, services: A::Services) -> Self {
         Self {
-            store: PersistedEventStore::new_event_store(StoreRepository::new(pool.clone())),
+            store: PersistedEventStore::new_event_store(StoreRepository::new(
+                pool.clone(),
+                appender,
+            )),
             services,
             pool,
         }

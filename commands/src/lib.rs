@@ -8,6 +8,7 @@
 //! projections lag or are being rebuilt.
 #![forbid(unsafe_code)]
 
+mod appender;
 mod context;
 mod directory;
 mod error;
@@ -16,6 +17,7 @@ mod repository;
 mod service;
 pub mod testing;
 
+pub use appender::{Append, AppendError, Appender};
 pub use context::CommandContext;
 pub use directory::StoreDirectory;
 pub use error::CommandError;

@@ -3,7 +3,8 @@
 //! Reads are postgres-es's own. Appends differ in one way that matters on the hot path: all of a
 //! command's events go in as one `INSERT ... SELECT unnest(...)` statement, which is atomic on its
 //! own, so an append costs one round trip instead of three (BEGIN, INSERT per event, COMMIT), and
-//! it returns the global positions the command must answer with. The positions are handed back
+//! it returns the global positions the command must answer with. A command's single event (the
+//! common case) goes through the [`Appender`]'s group commit instead. The positions are handed back
 //! through a task-local slot that [`crate::Executor`] opens around each commit, because cqrs-es's
 //! `EventStore::commit` has no way to return them.
 
@@ -17,6 +18,7 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::appender::{Append, AppendError, Appender};
 use crate::Position;
 
 tokio::task_local! {
@@ -28,14 +30,41 @@ tokio::task_local! {
 pub struct StoreRepository {
     pool: PgPool,
     reads: PostgresEventRepository,
+    appender: Appender,
 }
 
 impl StoreRepository {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, appender: Appender) -> Self {
         Self {
             reads: PostgresEventRepository::new(pool.clone()),
             pool,
+            appender,
         }
+    }
+
+    async fn append_one<A: Aggregate>(
+        &self,
+        event: &SerializedEvent,
+    ) -> Result<(i64, Position), PersistenceError> {
+        let sequence = i64::try_from(event.sequence)
+            .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+        let position = self
+            .appender
+            .append(Append {
+                aggregate_type: A::TYPE,
+                aggregate_id: event.aggregate_id.clone(),
+                sequence,
+                event_type: event.event_type.clone(),
+                event_version: event.event_version.clone(),
+                payload: event.payload.clone(),
+                metadata: event.metadata.clone(),
+            })
+            .await
+            .map_err(|e| match e {
+                AppendError::Conflict => PersistenceError::OptimisticLockError,
+                other => PersistenceError::ConnectionError(Box::new(other)),
+            })?;
+        Ok((sequence, position))
     }
 }
 
@@ -83,8 +112,16 @@ impl PersistedEventRepository for StoreRepository {
         events: &[SerializedEvent],
         _snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        let Some(first) = events.first() else {
-            return Ok(());
+        let first = match events {
+            [] => return Ok(()),
+            // A command's single event goes through group commit; several events of one command
+            // must be all-or-nothing, which a shared batch statement would not guarantee.
+            [only] => {
+                let appended = self.append_one::<A>(only).await?;
+                let _ = APPENDED.try_with(|slot| slot.borrow_mut().push(appended));
+                return Ok(());
+            }
+            [first, ..] => first,
         };
         let mut sequences = Vec::with_capacity(events.len());
         let mut types = Vec::with_capacity(events.len());

@@ -18,7 +18,7 @@ use cqrs_es::AggregateError;
 use sqlx::PgPool;
 
 use crate::executor::MAX_ATTEMPTS;
-use crate::{CommandContext, CommandError, Executed, Executor, Position, StoreDirectory};
+use crate::{Appender, CommandContext, CommandError, Executed, Executor, Position, StoreDirectory};
 
 /// Limits a deployment may tune.
 #[derive(Debug, Clone, Copy)]
@@ -110,9 +110,10 @@ impl CommandService {
     pub fn new(pool: PgPool, limits: Limits) -> Self {
         let directory = StoreDirectory::new(pool.clone());
         let services: Arc<dyn ConversationDirectory> = Arc::new(directory.clone());
+        let appender = Appender::start(pool.clone());
         Self {
-            conversations: Executor::new(pool.clone(), ()),
-            messages: Executor::new(pool.clone(), services),
+            conversations: Executor::new(pool.clone(), appender.clone(), ()),
+            messages: Executor::new(pool.clone(), appender, services),
             directory,
             pool,
             limits,

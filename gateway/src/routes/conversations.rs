@@ -161,6 +161,17 @@ fn text_field(
     Some(value)
 }
 
+fn contains_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(contains_nul),
+        serde_json::Value::Object(map) => {
+            map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v))
+        }
+        _ => false,
+    }
+}
+
 fn validate_create(body: CreateBody) -> Result<CreateConversationRequest, ApiError> {
     let mut errors = Vec::new();
     let conversation_id = body.conversation_id.as_deref().and_then(|id| {
@@ -196,6 +207,12 @@ fn validate_create(body: CreateBody) -> Result<CreateConversationRequest, ApiErr
     if let Some(metadata) = &body.metadata {
         if !metadata.is_object() {
             errors.push(FieldError::new("metadata", "must be a JSON object"));
+        } else if contains_nul(metadata) {
+            // Postgres' jsonb cannot store U+0000, so it is refused here, not by the store.
+            errors.push(FieldError::new(
+                "metadata",
+                "must not contain NUL characters",
+            ));
         } else if metadata.to_string().len() > MAX_METADATA_BYTES {
             errors.push(FieldError::new(
                 "metadata",

@@ -128,6 +128,11 @@ async fn invalid_creation_bodies_name_the_field() {
         (private(json!({"type": "channel"})), "type"),
         (private(json!({"colour": "red"})), "colour"),
         (private(json!({"metadata": [1, 2]})), "metadata"),
+        (private(json!({"metadata": {"k": ["a\u{0}b"]}})), "metadata"),
+        (
+            private(json!({"description": "tab\tok but nul \u{0} not"})),
+            "description",
+        ),
         (private(json!({"name": "n".repeat(201)})), "name"),
     ];
     for (body, field) in cases {
