@@ -20,7 +20,7 @@ use crate::repository::{StoreRepository, APPENDED};
 use crate::{Appender, Position};
 
 /// How often a command is re-run against a stream that another writer keeps changing.
-pub const MAX_ATTEMPTS: u32 = 8;
+pub const MAX_ATTEMPTS: u32 = 12;
 
 /// The outcome of an accepted command.
 #[derive(Debug)]
