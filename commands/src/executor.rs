@@ -17,6 +17,7 @@ use rand::Rng;
 use sqlx::PgPool;
 
 use crate::repository::{StoreRepository, APPENDED};
+use crate::snapshot::Snapshots;
 use crate::{Appender, Position};
 
 /// How often a command is re-run against a stream that another writer keeps changing.
@@ -38,6 +39,7 @@ pub struct Executor<A: Aggregate> {
     store: PersistedEventStore<StoreRepository, A>,
     services: A::Services,
     pool: PgPool,
+    snapshots: Option<Snapshots>,
 }
 
 impl<A> Executor<A>
@@ -53,7 +55,41 @@ where
             )),
             services,
             pool,
+            snapshots: None,
         }
+    }
+
+    /// Snapshots the aggregate every `every` events, for streams that grow without bound.
+    #[must_use]
+    pub fn with_snapshots(mut self, every: usize) -> Self {
+        self.snapshots = Some(Snapshots::new(self.pool.clone(), every));
+        self
+    }
+
+    /// The stream's current state and last sequence (0 for an empty stream).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn load(&self, aggregate_id: &str) -> Result<(A, i64), AggregateError<A::Error>> {
+        let context = self.load_context(aggregate_id).await?;
+        Ok((context.aggregate, to_i64(context.current_sequence)))
+    }
+
+    async fn load_context(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
+        if let Some(snapshots) = &self.snapshots {
+            if let Some((aggregate, current_sequence)) = snapshots.load::<A>(aggregate_id).await? {
+                return Ok(EventStoreAggregateContext {
+                    aggregate_id: aggregate_id.to_owned(),
+                    aggregate,
+                    current_sequence,
+                    current_snapshot: None,
+                });
+            }
+        }
+        self.store.load_aggregate(aggregate_id).await
     }
 
     /// Runs `command` on the stream `aggregate_id`, re-running it (on freshly loaded state) when
@@ -135,7 +171,7 @@ where
                 current_snapshot: None,
             }
         } else {
-            self.store.load_aggregate(aggregate_id).await?
+            self.load_context(aggregate_id).await?
         };
         let sink = EventSink::<A>::default();
         context
@@ -160,6 +196,13 @@ where
                 Ok::<_, AggregateError<A::Error>>(APPENDED.with(|slot| slot.take()))
             })
             .await?;
+        if let Some(snapshots) = &self.snapshots {
+            if snapshots.due(loaded_sequence, loaded_sequence + count) {
+                snapshots
+                    .save(aggregate_id, &aggregate, loaded_sequence + count)
+                    .await;
+            }
+        }
         Ok(Executed {
             aggregate,
             last_sequence: to_i64(loaded_sequence + count),

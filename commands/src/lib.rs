@@ -15,6 +15,7 @@ mod error;
 mod executor;
 mod repository;
 mod service;
+mod snapshot;
 pub mod testing;
 
 pub use appender::{Append, AppendError, Appender};

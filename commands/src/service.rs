@@ -20,6 +20,9 @@ use sqlx::PgPool;
 use crate::executor::MAX_ATTEMPTS;
 use crate::{Appender, CommandContext, CommandError, Executed, Executor, Position, StoreDirectory};
 
+/// Conversation events between snapshots.
+pub const CONVERSATION_SNAPSHOT_EVERY: usize = 100;
+
 /// Limits a deployment may tune.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -112,7 +115,9 @@ impl CommandService {
         let services: Arc<dyn ConversationDirectory> = Arc::new(directory.clone());
         let appender = Appender::start(pool.clone());
         Self {
-            conversations: Executor::new(pool.clone(), appender.clone(), ()),
+            // Read horizons make a busy conversation's stream grow without bound.
+            conversations: Executor::new(pool.clone(), appender.clone(), ())
+                .with_snapshots(CONVERSATION_SNAPSHOT_EVERY),
             messages: Executor::new(pool.clone(), appender, services),
             directory,
             pool,

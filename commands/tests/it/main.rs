@@ -3,3 +3,4 @@
 
 mod appender;
 mod service;
+mod snapshots;
