@@ -6,6 +6,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     aggregate_id   text        NOT NULL,
     last_sequence  bigint      NOT NULL,
     payload        jsonb       NOT NULL,
+    -- The aggregate's state format; a snapshot of another version is ignored.
+    version        integer     NOT NULL,
     taken_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (aggregate_type, aggregate_id)
 );

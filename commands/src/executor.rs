@@ -59,10 +59,11 @@ where
         }
     }
 
-    /// Snapshots the aggregate every `every` events, for streams that grow without bound.
+    /// Snapshots the aggregate every `every` events, for streams that grow without bound;
+    /// `version` identifies the aggregate's state format (see [`Snapshots::new`]).
     #[must_use]
-    pub fn with_snapshots(mut self, every: usize) -> Self {
-        self.snapshots = Some(Snapshots::new(self.pool.clone(), every));
+    pub fn with_snapshots(mut self, every: usize, version: i32) -> Self {
+        self.snapshots = Some(Snapshots::new(self.pool.clone(), every, version));
         self
     }
 
@@ -142,8 +143,14 @@ where
                 )
                 .await
             {
-                // The guess that the stream was new was wrong: not a race, retry at once.
-                Err(AggregateError::AggregateConflict) if assume_empty => attempt += 1,
+                // The guess that the stream was new may have been wrong: a conflict says so, and a
+                // refusal might (a retried send after its sender left must still answer as the
+                // original did). Either way, decide again on the stream as stored.
+                Err(AggregateError::AggregateConflict | AggregateError::UserError(_))
+                    if assume_empty =>
+                {
+                    attempt += 1;
+                }
                 Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
                     metrics_conflict(A::TYPE);
                     // Jitter spreads the contenders out so that one of them wins the next round.

@@ -28,6 +28,7 @@ pub use service::{
     CommandService, ConversationReply, CreateConversationRequest, Limits, ReadReply,
     SendMessageRequest, SentReply, StatusReply,
 };
+pub use snapshot::Snapshots;
 
 /// A global position in the event store: the consistency token every command answers with.
 pub type Position = i64;

@@ -22,6 +22,8 @@ use crate::{Appender, CommandContext, CommandError, Executed, Executor, Position
 
 /// Conversation events between snapshots.
 pub const CONVERSATION_SNAPSHOT_EVERY: usize = 100;
+/// The `Conversation` state format in snapshots; bump it with any change to its fields or `apply`.
+pub const CONVERSATION_SNAPSHOT_VERSION: i32 = 1;
 
 /// Limits a deployment may tune.
 #[derive(Debug, Clone, Copy)]
@@ -117,7 +119,7 @@ impl CommandService {
         Self {
             // Read horizons make a busy conversation's stream grow without bound.
             conversations: Executor::new(pool.clone(), appender.clone(), ())
-                .with_snapshots(CONVERSATION_SNAPSHOT_EVERY),
+                .with_snapshots(CONVERSATION_SNAPSHOT_EVERY, CONVERSATION_SNAPSHOT_VERSION),
             messages: Executor::new(pool.clone(), appender, services),
             directory,
             pool,

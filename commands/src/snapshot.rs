@@ -15,6 +15,7 @@ pub struct Snapshots {
     pool: PgPool,
     reads: PostgresEventRepository,
     every: usize,
+    version: i32,
 }
 
 fn unknown(e: impl std::error::Error + Send + Sync + 'static) -> PersistenceError {
@@ -22,11 +23,14 @@ fn unknown(e: impl std::error::Error + Send + Sync + 'static) -> PersistenceErro
 }
 
 impl Snapshots {
-    pub fn new(pool: PgPool, every: usize) -> Self {
+    /// `version` names the aggregate's state shape and `apply` logic: bump it when either
+    /// changes, and older snapshots are ignored (a full replay rebuilds them).
+    pub fn new(pool: PgPool, every: usize, version: i32) -> Self {
         Self {
             reads: PostgresEventRepository::new(pool.clone()),
             pool,
             every: every.max(1),
+            version,
         }
     }
 
@@ -40,10 +44,12 @@ impl Snapshots {
         aggregate_id: &str,
     ) -> Result<Option<(A, usize)>, PersistenceError> {
         let row: Option<(i64, serde_json::Value)> = sqlx::query_as(
-            "SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
+            "SELECT last_sequence, payload FROM snapshots \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND version = $3",
         )
         .bind(A::TYPE)
         .bind(aggregate_id)
+        .bind(self.version)
         .fetch_optional(&self.pool)
         .await
         .map_err(unknown)?;
@@ -86,16 +92,19 @@ impl Snapshots {
         let saved = async {
             let payload = serde_json::to_value(aggregate).map_err(unknown)?;
             sqlx::query(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload) \
-                 VALUES ($1, $2, $3, $4) \
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload, version) \
+                 VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
-                 SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload, taken_at = now() \
-                 WHERE snapshots.last_sequence < EXCLUDED.last_sequence",
+                 SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload, \
+                     version = EXCLUDED.version, taken_at = now() \
+                 WHERE snapshots.last_sequence < EXCLUDED.last_sequence \
+                    OR snapshots.version <> EXCLUDED.version",
             )
             .bind(A::TYPE)
             .bind(aggregate_id)
             .bind(i64::try_from(last_sequence).map_err(unknown)?)
             .bind(payload)
+            .bind(self.version)
             .execute(&self.pool)
             .await
             .map_err(unknown)?;

@@ -21,7 +21,7 @@ async fn a_long_conversation_loads_the_same_from_snapshot_and_from_replay() {
     let (_, pool) = fresh_database().await;
     let appender = Appender::start(pool.clone());
     let snapshotted: Executor<Conversation> =
-        Executor::new(pool.clone(), appender.clone(), ()).with_snapshots(10);
+        Executor::new(pool.clone(), appender.clone(), ()).with_snapshots(10, 1);
     let replayed: Executor<Conversation> = Executor::new(pool.clone(), appender, ());
     let id = ConversationId::generate();
     let stream = format!("acme:{id}");
@@ -94,6 +94,11 @@ async fn a_long_conversation_loads_the_same_from_snapshot_and_from_replay() {
         taken > 30 && taken <= replay_sequence,
         "a recent snapshot exists: {taken}"
     );
+
+    // A snapshot of another state format is ignored.
+    let newer: Executor<Conversation> =
+        Executor::new(pool.clone(), Appender::start(pool.clone()), ()).with_snapshots(10, 2);
+    assert_eq!(newer.load(&stream).await.unwrap().0, from_replay);
 
     // A snapshot that no longer fits the aggregate is ignored, not trusted.
     sqlx::query("UPDATE snapshots SET payload = '[]'")

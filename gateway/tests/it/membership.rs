@@ -90,3 +90,34 @@ async fn a_member_who_joined_is_accepted_on_every_instance() {
     );
     until_send_answers(&two, &dave, &conversation, StatusCode::ACCEPTED).await;
 }
+
+#[tokio::test]
+async fn a_retried_send_answers_as_the_original_even_after_the_sender_left() {
+    let app = TestApp::spawn().await;
+    let alice = app.token("acme", "alice").await;
+    let conversation = app
+        .conversation(&alice, "group", &["alice", "bob", "carol"])
+        .await;
+    let body = serde_json::json!({
+        "message_id": "0f1e2d3c-4b5a-4697-8877-665544332211",
+        "conversation_id": conversation,
+        "content": "goodbye",
+    });
+    let original = app.post("/v1/messages", &alice, &body).await;
+    assert_eq!(original.status, StatusCode::ACCEPTED);
+    let left = app
+        .delete(
+            &format!("/v1/conversations/{conversation}/members/alice"),
+            &alice,
+        )
+        .await;
+    assert_eq!(left.status, StatusCode::ACCEPTED);
+
+    let retry = app.post("/v1/messages", &alice, &body).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{:?}", retry.body);
+    assert_eq!(retry.body, original.body);
+    // A new message from her is refused, though.
+    app.send(&alice, &conversation, "one more")
+        .await
+        .problem(404, "conversation_not_found");
+}
