@@ -3,15 +3,16 @@
 //! Every send asks whether its sender is a member, so answers are cached per conversation. The
 //! cache is only trusted while a `LISTEN chat4all_membership` connection is up: a trigger
 //! notifies every membership change (joins and leaves; creation needs none, as unknown
-//! conversations are never cached), and a notification drops that conversation's entry. When the
-//! listening connection is lost, the cache is cleared and bypassed until it is back, so a lost
-//! notification can never leave a stale answer behind. This instance's own membership commands
+//! conversations are never cached), and a notification drops that conversation's entry. The
+//! listening connection proves it is alive every few seconds; when it is lost, the cache is
+//! cleared and bypassed until it is back, so a lost notification cannot leave a stale answer
+//! behind, and entries expire after a minute regardless. This instance's own membership commands
 //! also drop the entry synchronously, so its next answer already reflects them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chat4all_domain::conversation::ConversationEvent;
@@ -23,11 +24,18 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 const CHANNEL: &str = "chat4all_membership";
-const CAPACITY: usize = 100_000;
+/// Conversations remembered at most (each up to a group's worth of member ids).
+const CAPACITY: usize = 20_000;
+/// An entry is refetched after this long even without a notification: a bound on staleness
+/// should a notification ever be lost in a way the listener does not notice.
+const TTL: Duration = Duration::from_secs(60);
+/// How often the listening connection proves it is alive. An idle connection silently dropped by
+/// the network would otherwise never report an error, and notifications would stop unnoticed.
+const HEARTBEAT: Duration = Duration::from_secs(15);
 
 #[derive(Default)]
 struct Cache {
-    entries: Mutex<HashMap<String, Arc<Membership>>>,
+    entries: Mutex<HashMap<String, (Arc<Membership>, Instant)>>,
     /// Bumped by every invalidation: a fill that started before one must not be stored.
     epoch: AtomicU64,
     listening: AtomicBool,
@@ -42,7 +50,8 @@ impl Cache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(stream)
-            .cloned()
+            .filter(|(_, stored)| stored.elapsed() < TTL)
+            .map(|(membership, _)| membership.clone())
     }
 
     fn store(&self, stream: String, membership: Arc<Membership>, epoch: u64) {
@@ -54,7 +63,7 @@ impl Cache {
         if entries.len() >= CAPACITY {
             entries.clear();
         }
-        entries.insert(stream, membership);
+        entries.insert(stream, (membership, Instant::now()));
     }
 
     fn forget(&self, stream: &str) {
@@ -116,6 +125,8 @@ impl StoreDirectory {
         listener.ignore_pool_close_event(true);
         listener.listen(CHANNEL).await?;
         self.cache.forget_all(true);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),
@@ -123,6 +134,14 @@ impl StoreDirectory {
                     Some(notification) => self.cache.forget(notification.payload()),
                     None => return Err(sqlx::Error::PoolClosed),
                 },
+                _ = heartbeat.tick() => {
+                    let ping = sqlx::query("SELECT 1").execute(&mut listener);
+                    match tokio::time::timeout(HEARTBEAT, ping).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => return Err(sqlx::Error::PoolTimedOut),
+                    }
+                }
             }
         }
     }

@@ -4,7 +4,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use chat4all_commands::CommandContext;
-use warp::http::StatusCode;
+use warp::http::header::AUTHORIZATION;
+use warp::http::{HeaderMap, StatusCode};
 use warp::{Filter, Rejection};
 
 use crate::auth::{Principal, Scope};
@@ -21,15 +22,16 @@ pub fn with_state(
 pub fn authenticated(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+    warp::header::headers_cloned().and_then(move |headers: HeaderMap| {
         let state = state.clone();
         async move {
-            let header = header.ok_or_else(|| {
+            let header = headers.get(AUTHORIZATION).ok_or_else(|| {
                 warp::reject::custom(ApiError::unauthorized("a bearer token is required"))
             })?;
             let token = header
-                .strip_prefix("Bearer ")
-                .or_else(|| header.strip_prefix("bearer "))
+                .to_str()
+                .ok()
+                .and_then(|h| strip_scheme(h, "Bearer"))
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| {
@@ -44,6 +46,12 @@ pub fn authenticated(
                 .map_err(|e| warp::reject::custom(ApiError::unauthorized(e.to_string())))
         }
     })
+}
+
+/// The credentials after an HTTP authentication scheme name, which is case-insensitive.
+pub fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (name, rest) = header.split_once(' ')?;
+    name.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
 /// Refuses a principal without `scope` with 403 `insufficient_scope`.

@@ -28,9 +28,14 @@ pub use error::GatewayError;
 use crate::auth::{KeyRing, TokenService};
 use crate::health::Readiness;
 
+/// How often every instance re-reads the signing keys, so rotations and expiries reach all.
+const KEY_REFRESH: Duration = Duration::from_secs(60);
+
 /// Everything a request handler may use.
 pub struct AppState {
     pub commands: CommandService,
+    /// Bounds concurrent client secret checks (see `routes::auth`).
+    pub secret_checks: tokio::sync::Semaphore,
     pub tokens: TokenService,
     pub pool: sqlx::PgPool,
     pub readiness: Readiness,
@@ -76,6 +81,7 @@ impl Application {
             addr,
             state: Arc::new(AppState {
                 commands,
+                secret_checks: tokio::sync::Semaphore::new(routes::MAX_SECRET_CHECKS),
                 tokens,
                 pool,
                 readiness,
@@ -95,6 +101,16 @@ impl Application {
         tracing::info!(address = %self.addr, "gateway listening");
         let directory = self.state.commands.directory().clone();
         let listener = tokio::spawn(directory.listen(shutdown.clone()));
+        let state = self.state.clone();
+        let stop = shutdown.clone();
+        let keys = tokio::spawn(async move {
+            state
+                .tokens
+                .keys()
+                .refresh_periodically(KEY_REFRESH, stop)
+                .await;
+        });
+        let upkeep = tokio::spawn(metrics::upkeep(shutdown.clone()));
         let routes = routes::all(self.state);
         let stop = shutdown.clone();
         let server = warp::serve(routes)
@@ -110,7 +126,7 @@ impl Application {
             } => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
         }
         shutdown.cancel();
-        let _ = listener.await;
+        let _ = tokio::join!(listener, keys, upkeep);
         tracing::info!("gateway stopped");
     }
 }

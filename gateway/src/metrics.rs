@@ -33,6 +33,20 @@ pub fn render() -> String {
         .unwrap_or_default()
 }
 
+/// Drains histogram samples even when nobody scrapes `/metrics`, so memory stays bounded.
+pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
+    let Some(handle) = HANDLE.get().and_then(Option::as_ref) else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
 /// Records one answered request.
 pub fn record_request(route: &'static str, status: u16, started: Instant) {
     let status = status.to_string();

@@ -43,6 +43,7 @@ struct Loaded {
 pub struct KeyRing {
     pool: PgPool,
     loaded: RwLock<Loaded>,
+    reloading: tokio::sync::Mutex<()>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -138,6 +139,7 @@ impl KeyRing {
         Ok(Self {
             pool,
             loaded: RwLock::new(loaded),
+            reloading: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -147,8 +149,14 @@ impl KeyRing {
         (loaded.signing_kid.clone(), loaded.encoding.clone())
     }
 
-    /// The key named `kid`, reloading once if this instance has not seen it yet.
+    /// The key named `kid`, reloading once if this instance has not seen it yet (at most every
+    /// few seconds, and one reload at a time however many requests name unknown keys).
     pub async fn verifying(&self, kid: &str) -> Option<VerifyingKey> {
+        if let Some(key) = self.read().verifying.get(kid) {
+            return Some(key.clone());
+        }
+        let _single_flight = self.reloading.lock().await;
+        // Another request may have reloaded while this one waited.
         let stale = {
             let loaded = self.read();
             if let Some(key) = loaded.verifying.get(kid) {
@@ -157,19 +165,56 @@ impl KeyRing {
             loaded.loaded_at.elapsed() >= RELOAD_INTERVAL
         };
         if stale {
-            match load(&self.pool).await {
-                Ok(fresh) => {
-                    let key = fresh.verifying.get(kid).cloned();
-                    *self
-                        .loaded
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
-                    return key;
-                }
-                Err(e) => tracing::warn!("reloading signing keys failed: {e}"),
+            if let Err(e) = self.reload_now().await {
+                tracing::warn!("reloading signing keys failed: {e}");
             }
         }
-        None
+        self.read().verifying.get(kid).cloned()
+    }
+
+    /// Whether `kid` still verifies (it may have passed its `verify_until` since a token signed
+    /// with it was first accepted).
+    pub fn is_current(&self, kid: &str) -> bool {
+        self.read().verifying.contains_key(kid)
+    }
+
+    /// Re-reads the keys: new ones start verifying, expired ones stop, a rotated signing key
+    /// takes over.
+    ///
+    /// # Errors
+    /// A database failure; the previous keys stay in use.
+    pub async fn reload(&self) -> Result<(), sqlx::Error> {
+        let _single_flight = self.reloading.lock().await;
+        self.reload_now().await
+    }
+
+    async fn reload_now(&self) -> Result<(), sqlx::Error> {
+        let fresh = load(&self.pool).await?;
+        *self
+            .loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    /// Reloads every `every` until `stop`.
+    pub async fn refresh_periodically(
+        &self,
+        every: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticker.tick() => {
+                    if let Err(e) = self.reload().await {
+                        tracing::warn!("refreshing signing keys failed: {e}");
+                    }
+                }
+            }
+        }
     }
 
     /// The public keys as a JWK set (RFC 7517, OKP keys of RFC 8037).

@@ -132,7 +132,8 @@ pub struct TokenService {
     audience: String,
     ttl_secs: u64,
     validation: Validation,
-    verified: Mutex<HashMap<String, Principal>>,
+    /// Verified tokens by their exact text, with the key that signed them.
+    verified: Mutex<HashMap<String, (Principal, String)>>,
 }
 
 pub fn now_secs() -> u64 {
@@ -204,9 +205,12 @@ impl TokenService {
     /// Why the token is refused.
     pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
         let now = now_secs();
-        if let Some(principal) = self.cached(token) {
+        if let Some((principal, kid)) = self.cached(token) {
             if principal.expires_at + LEEWAY_SECS <= now {
                 return Err(TokenError::Expired);
+            }
+            if !self.keys.is_current(&kid) {
+                return Err(TokenError::UnknownKey);
             }
             return Ok(principal);
         }
@@ -235,12 +239,12 @@ impl TokenService {
         // Only tokens already valid (nbf passed) are remembered, so the cache never has to
         // re-check `nbf`.
         if data.claims.nbf <= now {
-            self.remember(token, &principal);
+            self.remember(token, &principal, kid);
         }
         Ok(principal)
     }
 
-    fn cached(&self, token: &str) -> Option<Principal> {
+    fn cached(&self, token: &str) -> Option<(Principal, String)> {
         self.verified
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -248,7 +252,7 @@ impl TokenService {
             .cloned()
     }
 
-    fn remember(&self, token: &str, principal: &Principal) {
+    fn remember(&self, token: &str, principal: &Principal, kid: String) {
         let mut cache = self
             .verified
             .lock()
@@ -257,7 +261,7 @@ impl TokenService {
             // Dropping everything is crude but bounded, and costs one verification per live token.
             cache.clear();
         }
-        cache.insert(token.to_owned(), principal.clone());
+        cache.insert(token.to_owned(), (principal.clone(), kid));
     }
 }
 

@@ -4,22 +4,34 @@
 //! using both at once is refused (RFC 6749 §2.3). The body is a form or JSON.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
-use warp::http::{header, HeaderValue, StatusCode};
+use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::auth::clients::{find_client, verify_secret};
 use crate::auth::Scope;
 use crate::body::bounded_bytes;
-use crate::filters::with_state;
+use crate::filters::{strip_scheme, with_state};
 use crate::problem::{json_response, OAuthError};
 use crate::AppState;
+
+/// Clients differ in whether they pad Basic credentials; both decode.
+const BASE64_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Argon2 checks running at once; each takes ~19 MiB and a core for tens of milliseconds, so an
+/// unbounded number would let anyone exhaust the machine without credentials.
+pub const MAX_SECRET_CHECKS: usize = 4;
+const SECRET_CHECK_WAIT: Duration = Duration::from_secs(5);
 
 /// Token requests are small; anything bigger is not one.
 const MAX_TOKEN_REQUEST_BYTES: u64 = 16 * 1024;
@@ -38,8 +50,7 @@ pub fn routes(
     warp::path!("auth" / "token")
         .and(warp::post())
         .and(with_state(state))
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::headers_cloned())
         .and(bounded_bytes(MAX_TOKEN_REQUEST_BYTES).or_else(|_| async {
             Err(warp::reject::custom(OAuthError::bad_request(
                 "invalid_request",
@@ -47,15 +58,17 @@ pub fn routes(
             )))
         }))
         .and_then(
-            |state: Arc<AppState>,
-             content_type: Option<String>,
-             authorization: Option<String>,
-             body: Bytes| async move {
+            |state: Arc<AppState>, headers: HeaderMap, body: Bytes| async move {
                 let started = Instant::now();
+                // Read raw, so that a header that is not visible ASCII is an OAuth error like any
+                // other bad credential rather than a generic header rejection.
+                let text = |name: header::HeaderName| {
+                    headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"))
+                };
                 let result = token(
                     &state,
-                    content_type.as_deref(),
-                    authorization.as_deref(),
+                    text(header::CONTENT_TYPE),
+                    text(header::AUTHORIZATION),
                     &body,
                 )
                 .await;
@@ -89,11 +102,8 @@ fn parse_request(content_type: Option<&str>, body: &[u8]) -> Result<TokenRequest
 
 /// `client_id:client_secret` from an HTTP Basic header, both form-urlencoded (RFC 6749 §2.3.1).
 fn basic_credentials(header: &str) -> Result<(String, String), OAuthError> {
-    let encoded = header
-        .strip_prefix("Basic ")
-        .or_else(|| header.strip_prefix("basic "))
-        .ok_or_else(OAuthError::invalid_client)?;
-    let decoded = STANDARD
+    let encoded = strip_scheme(header, "Basic").ok_or_else(OAuthError::invalid_client)?;
+    let decoded = BASE64_ANY_PADDING
         .decode(encoded.trim())
         .ok()
         .and_then(|raw| String::from_utf8(raw).ok())
@@ -150,6 +160,11 @@ async fn token(
         || crate::auth::clients::DUMMY_HASH.to_owned(),
         |c| c.secret_hash.clone(),
     );
+    let Ok(Ok(_permit)) =
+        tokio::time::timeout(SECRET_CHECK_WAIT, state.secret_checks.acquire()).await
+    else {
+        return Err(OAuthError::server_error());
+    };
     let matches = tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
         .await
         .unwrap_or(false);
@@ -222,5 +237,10 @@ mod tests {
         assert_eq!((id.as_str(), secret.as_str()), ("c4a_x", "s+cret"));
         assert!(basic_credentials("Basic !!!").is_err());
         assert!(basic_credentials("Bearer abc").is_err());
+        let unpadded = format!(
+            "BASIC {}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode("c4a_x:s")
+        );
+        assert!(basic_credentials(&unpadded).is_ok());
     }
 }

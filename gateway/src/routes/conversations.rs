@@ -131,6 +131,25 @@ pub fn routes(
         .unify()
 }
 
+/// A path segment with its percent-escapes decoded (warp hands segments over raw); `None` when
+/// an escape is malformed or the result is not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// A conversation id from the path; one that is not a UUID cannot exist.
 fn path_conversation(id: &str) -> Result<ConversationId, ApiError> {
     ConversationId::parse(id)
@@ -297,9 +316,11 @@ async fn remove_member(
 ) -> Result<Response, ApiError> {
     require(principal, Scope::Write)?;
     let conversation = path_conversation(id)?;
-    let user = UserId::parse(user).map_err(|_| {
-        ApiError::not_found("member_not_found", "no such member in this conversation")
-    })?;
+    let user = percent_decode(user)
+        .and_then(|u| UserId::parse(&u).ok())
+        .ok_or_else(|| {
+            ApiError::not_found("member_not_found", "no such member in this conversation")
+        })?;
     let position = state
         .commands
         .remove_member(
@@ -342,4 +363,21 @@ async fn mark_read(
             "position": reply.position,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(
+            percent_decode("dave%40x.io%3A1").as_deref(),
+            Some("dave@x.io:1")
+        );
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%4"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
 }

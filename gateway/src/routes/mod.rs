@@ -2,6 +2,8 @@
 //! parsing run only for the one route that matches.
 
 mod auth;
+
+pub use auth::MAX_SECRET_CHECKS;
 mod conversations;
 mod messages;
 mod ops;

@@ -121,3 +121,48 @@ async fn a_retried_send_answers_as_the_original_even_after_the_sender_left() {
         .await
         .problem(404, "conversation_not_found");
 }
+
+#[tokio::test]
+async fn member_ids_in_paths_may_be_percent_encoded() {
+    let app = TestApp::spawn().await;
+    let alice = app.token("acme", "alice").await;
+    let conversation = app
+        .conversation(&alice, "group", &["alice", "bob", "dave@x.io:1"])
+        .await;
+    let removed = app
+        .delete(
+            &format!("/v1/conversations/{conversation}/members/dave%40x.io%3A1"),
+            &alice,
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::ACCEPTED, "{:?}", removed.body);
+    assert_eq!(removed.body["user_id"], "dave@x.io:1");
+}
+
+#[tokio::test]
+async fn authentication_schemes_are_case_insensitive_and_odd_headers_are_401() {
+    let app = TestApp::spawn().await;
+    let alice = app.token("acme", "alice").await;
+    let conversation = app.conversation(&alice, "private", &["alice", "bob"]).await;
+    let body = serde_json::json!({"conversation_id": conversation, "content": "hi"});
+    let lower = app
+        .post_authorized("/v1/messages", Some(&format!("bearer {alice}")), &body)
+        .await;
+    assert_eq!(lower.status, StatusCode::ACCEPTED);
+    let odd = app
+        .http
+        .post(app.url("/v1/messages"))
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(b"Bearer \xe9t\xe9").unwrap(),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(odd.status(), StatusCode::UNAUTHORIZED);
+    assert!(odd.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer error=\"invalid_token\""));
+}
