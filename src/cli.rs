@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chat4all_domain::{TenantId, UserId};
 use chat4all_gateway::auth::{create_client, Scope};
-use chat4all_gateway::Application;
+
+use crate::roles;
 use chat4all_platform::{shutdown_on_signals, Settings};
 use clap::{Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
@@ -37,6 +38,8 @@ enum Command {
     },
     /// Run the HTTP gateway only.
     Gateway,
+    /// Run the relay only (event store to Kafka); one leads per deployment, others stand by.
+    Relay,
     /// Manage OAuth clients.
     Clients {
         #[command(subcommand)]
@@ -74,9 +77,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if first {
                 migrate(&settings).await?;
             }
-            serve_gateway(&settings).await
+            serve(&settings).await
         }
-        Command::Gateway => serve_gateway(&settings).await,
+        Command::Gateway => roles::gateway(&settings, shutdown_on_signals()).await,
+        Command::Relay => {
+            let stop = shutdown_on_signals();
+            let metrics = tokio::spawn({
+                let (listen, stop) = (settings.metrics_listen.clone(), stop.clone());
+                async move { roles::metrics_listener(&listen, stop).await }
+            });
+            roles::relay(&settings)?.run(stop).await;
+            metrics.await??;
+            Ok(())
+        }
         Command::Clients {
             command:
                 ClientsCommand::Create {
@@ -132,13 +145,15 @@ async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
     }
 }
 
-async fn serve_gateway(settings: &Settings) -> anyhow::Result<()> {
-    let shutdown = shutdown_on_signals();
-    let app = Application::build(settings)
-        .await
-        .context("starting the gateway")?;
-    app.run_until_stopped(shutdown).await;
-    Ok(())
+/// Every role in one process; when one fails, the others are stopped too.
+async fn serve(settings: &Settings) -> anyhow::Result<()> {
+    let stop = shutdown_on_signals();
+    let relay = roles::relay(settings)?;
+    let relay = tokio::spawn(relay.run(stop.clone()));
+    let result = roles::gateway(settings, stop.clone()).await;
+    stop.cancel();
+    relay.await?;
+    result
 }
 
 async fn clients_create(

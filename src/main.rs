@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod roles;
 
 use clap::Parser;
 

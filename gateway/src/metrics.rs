@@ -1,51 +1,8 @@
-//! Prometheus metrics, served at `/metrics`.
+//! The gateway's own metrics; the recorder itself lives in `chat4all_platform::metrics`.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-/// Installs the process-wide recorder once (several gateways in one test process share it).
-pub fn install() {
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ])
-            .ok()?;
-        match builder.install_recorder() {
-            Ok(handle) => Some(handle),
-            Err(e) => {
-                tracing::warn!("metrics recorder not installed: {e}");
-                None
-            }
-        }
-    });
-}
-
-pub fn render() -> String {
-    HANDLE
-        .get()
-        .and_then(Option::as_ref)
-        .map(PrometheusHandle::render)
-        .unwrap_or_default()
-}
-
-/// Drains histogram samples even when nobody scrapes `/metrics`, so memory stays bounded.
-pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
-    let Some(handle) = HANDLE.get().and_then(Option::as_ref) else {
-        return;
-    };
-    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticker.tick() => handle.run_upkeep(),
-        }
-    }
-}
+pub use chat4all_platform::metrics::{install, render, upkeep};
 
 /// Records one answered request.
 pub fn record_request(route: &'static str, status: u16, started: Instant) {

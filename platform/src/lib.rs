@@ -4,12 +4,15 @@
 //! `RedisSettings::client`): nothing else assembles connection strings.
 #![forbid(unsafe_code)]
 
+pub mod metrics;
 mod secret;
 mod settings;
 mod shutdown;
 mod telemetry;
 
 pub use secret::Secret;
-pub use settings::{DatabaseSettings, KafkaSettings, RedisSettings, Settings, SettingsError};
+pub use settings::{
+    DatabaseSettings, KafkaSettings, RedisSettings, RelaySettings, Settings, SettingsError,
+};
 pub use shutdown::shutdown_on_signals;
 pub use telemetry::init_telemetry;

@@ -40,7 +40,10 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub kafka: KafkaSettings,
+    pub relay: RelaySettings,
     pub auth: AuthSettings,
+    /// Where roles without the gateway serve `/metrics` and `/health`.
+    pub metrics_listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,7 +67,21 @@ pub struct RedisSettings {
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     pub bootstrap_servers: String,
+    /// Partitions of topics the engine creates (100 in production configurations).
     pub partitions: i32,
+    /// Replicas of topics the engine creates (3 in production, 1 on a single local broker).
+    pub replication_factor: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Events read and published per batch.
+    pub batch_size: i64,
+    /// How long an idle relay waits for an insert notification before looking anyway.
+    pub idle_poll_ms: u64,
+    /// How long the broker may take to acknowledge a message before the batch is retried.
+    pub delivery_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +100,7 @@ topic_prefix = "chat4all"
 rate_limit_per_minute = 60
 max_group_members = 100
 shutdown_timeout_secs = 20
+metrics_listen = "127.0.0.1:9464"
 
 [database]
 url = "postgres://postgres@127.0.0.1:5432/chat4all"
@@ -96,6 +114,12 @@ url = "redis://127.0.0.1:6379"
 [kafka]
 bootstrap_servers = "127.0.0.1:9092"
 partitions = 16
+replication_factor = 1
+
+[relay]
+batch_size = 2000
+idle_poll_ms = 500
+delivery_timeout_ms = 30000
 
 [auth]
 issuer = "chat4all"
@@ -111,8 +135,9 @@ const ALIASES: [(&str, &str); 3] = [
 ];
 
 /// Top-level settings, spelled `CHAT4ALL_<KEY>` in the environment.
-const TOP_LEVEL: [&str; 5] = [
+const TOP_LEVEL: [&str; 6] = [
     "listen",
+    "metrics_listen",
     "topic_prefix",
     "rate_limit_per_minute",
     "max_group_members",
@@ -211,6 +236,11 @@ impl RedisSettings {
 }
 
 impl KafkaSettings {
+    /// The topic every event is published to.
+    pub fn events_topic(prefix: &str) -> String {
+        format!("{prefix}.events.v1")
+    }
+
     /// The settings every Kafka client of the engine starts from.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();

@@ -1,17 +1,36 @@
 //! The relay: streams the event store to Kafka, in order, without gaps, at least once.
 //!
-//! This crate's foundation is [`tail`]: reading committed events in a global order that never
-//! skips one, whatever the concurrency of writers. Publishing to Kafka, leadership and
-//! checkpoints build on it.
+//! The event store is the outbox. One relay per deployment (the leader, holding a Postgres
+//! advisory lock; any others wait as standbys) reads committed events in the store's gap-safe
+//! order ([`tail`]), publishes them to `{prefix}.events.v1` keyed by conversation, waits for the
+//! broker to acknowledge every one, and only then moves its checkpoint. A crash re-sends at most
+//! the unacknowledged batch; nothing is ever skipped.
+//!
+//! Consumers deduplicate by `(aggregate_type, aggregate_id, sequence)`: an event carrying a
+//! sequence its consumer has already applied for that aggregate is a re-delivery.
 #![forbid(unsafe_code)]
 
+mod envelope;
+mod leader;
+mod publisher;
+mod relay;
+mod status;
 pub mod tail;
 
+pub use envelope::Envelope;
+pub use leader::Leadership;
+pub use publisher::Publisher;
+pub use relay::{Outcome, Relay, RelayConfig};
+pub use status::RelayStatus;
 pub use tail::{read_batch, Checkpoint, StoredEvent};
 
-/// Failures of the relay.
+/// Failures of the relay. None of them loses an event: the batch is re-read and re-sent.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("event store: {0}")]
     Store(#[from] sqlx::Error),
+    #[error("broker: {0}")]
+    Broker(#[from] rdkafka::error::KafkaError),
+    #[error("the leadership connection was lost: {0}")]
+    LostLeadership(#[source] sqlx::Error),
 }

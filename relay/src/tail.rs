@@ -37,6 +37,7 @@ pub struct StoredEvent {
     pub event_version: String,
     pub payload: serde_json::Value,
     pub metadata: serde_json::Value,
+    pub hash: Vec<u8>,
 }
 
 impl StoredEvent {
@@ -65,4 +66,21 @@ pub async fn read_batch(
         .bind(limit)
         .fetch_all(pool)
         .await?)
+}
+
+/// Whether committed events after `after` are waiting behind a transaction that is still open:
+/// then the reader should look again soon, as no notification may come for them.
+///
+/// # Errors
+/// A database failure.
+pub async fn held_back(pool: &PgPool, after: Checkpoint) -> Result<bool, RelayError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events \
+          WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+            AND tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+    )
+    .bind(after.tx_id.to_string())
+    .bind(after.position)
+    .fetch_one(pool)
+    .await?)
 }

@@ -1,0 +1,60 @@
+//! Each role of the engine built from settings, so `serve` and the single-role commands start
+//! exactly the same things.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use chat4all_gateway::Application;
+use chat4all_platform::{KafkaSettings, Settings};
+use chat4all_relay::{Relay, RelayConfig};
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+
+/// The relay of this deployment (it leads or stands by on its own).
+pub fn relay(settings: &Settings) -> anyhow::Result<Relay> {
+    let options = settings.database.connect_options()?;
+    let pool = settings.database.pool()?;
+    Ok(Relay::new(
+        pool,
+        options,
+        RelayConfig {
+            deployment: settings.topic_prefix.clone(),
+            topic: KafkaSettings::events_topic(&settings.topic_prefix),
+            kafka: settings.kafka.clone(),
+            batch_size: settings.relay.batch_size,
+            idle_poll: Duration::from_millis(settings.relay.idle_poll_ms),
+            delivery_timeout: Duration::from_millis(settings.relay.delivery_timeout_ms),
+        },
+    ))
+}
+
+pub async fn gateway(settings: &Settings, stop: CancellationToken) -> anyhow::Result<()> {
+    let app = Application::build(settings)
+        .await
+        .context("starting the gateway")?;
+    app.run_until_stopped(stop).await;
+    Ok(())
+}
+
+/// `/metrics` and `/health` for processes that run no gateway.
+pub async fn metrics_listener(listen: &str, stop: CancellationToken) -> anyhow::Result<()> {
+    chat4all_platform::metrics::install();
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("metrics_listen {listen:?} is not an address"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {listen} for metrics"))?;
+    tracing::info!(address = %listener.local_addr()?, "metrics listening");
+    let metrics = warp::path!("metrics").map(chat4all_platform::metrics::render);
+    let health = warp::path!("health").map(|| String::from("ok"));
+    let upkeep = tokio::spawn(chat4all_platform::metrics::upkeep(stop.clone()));
+    warp::serve(warp::get().and(metrics.or(health)))
+        .incoming(listener)
+        .graceful(async move { stop.cancelled().await })
+        .run()
+        .await;
+    let _ = upkeep.await;
+    Ok(())
+}
