@@ -107,8 +107,8 @@ async fn concurrent_writers_and_held_transactions_reach_the_topic_exactly_once_i
     }
 
     let mut tasks = Vec::new();
-    for writer in 0..6 {
-        let (service, conversation) = (service.clone(), conversations[writer]);
+    for (writer, &conversation) in conversations.iter().enumerate() {
+        let service = service.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..40 {
                 send(&service, conversation, format!("w{writer} m{i}")).await;
@@ -116,8 +116,8 @@ async fn concurrent_writers_and_held_transactions_reach_the_topic_exactly_once_i
         }));
     }
     // Transactions that take their positions early and commit late, several times over.
-    for holder in 0..3 {
-        let (options, conversation) = (options.clone(), conversations[holder].to_string());
+    for (holder, conversation) in conversations.iter().take(3).enumerate() {
+        let (options, conversation) = (options.clone(), conversation.to_string());
         tasks.push(tokio::spawn(async move {
             let mut conn = PgConnection::connect_with(&options).await.unwrap();
             for round in 0..3 {
