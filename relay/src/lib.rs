@@ -10,17 +10,18 @@
 //! sequence its consumer has already applied for that aggregate is a re-delivery.
 #![forbid(unsafe_code)]
 
-mod envelope;
+pub mod envelope;
 mod leader;
 mod publisher;
 mod relay;
 mod status;
 pub mod tail;
+pub mod testing;
 
 pub use envelope::Envelope;
 pub use leader::Leadership;
 pub use publisher::Publisher;
-pub use relay::{Outcome, Relay, RelayConfig};
+pub use relay::{Observer, Outcome, Relay, RelayConfig};
 pub use status::RelayStatus;
 pub use tail::{read_batch, Checkpoint, StoredEvent};
 

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::tail::held_back;
-use crate::{read_batch, Checkpoint, Leadership, Publisher, RelayError, RelayStatus};
+use crate::{read_batch, Checkpoint, Leadership, Publisher, RelayError, RelayStatus, StoredEvent};
 
 /// The channel the insert trigger notifies (see the event store migration).
 const CHANNEL: &str = "chat4all_events";
@@ -49,7 +49,12 @@ pub struct Relay {
     options: PgConnectOptions,
     config: RelayConfig,
     status: Arc<RelayStatus>,
+    observer: Option<Observer>,
 }
+
+/// Called with every batch the broker acknowledged, before it is checkpointed (benchmarks
+/// measure commit-to-acknowledgement latency with it).
+pub type Observer = Arc<dyn Fn(&[StoredEvent]) + Send + Sync>;
 
 /// Exponential backoff with full jitter.
 struct Backoff {
@@ -84,7 +89,14 @@ impl Relay {
             options,
             config,
             status: Arc::default(),
+            observer: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn status(&self) -> Arc<RelayStatus> {
@@ -109,6 +121,9 @@ impl Relay {
             return Ok(Outcome::Idle { held_back });
         };
         publisher.publish(&events).await?;
+        if let Some(observe) = &self.observer {
+            observe(&events);
+        }
         leadership.store(last).await?;
         *checkpoint = last;
         self.status.published_batch(events.len(), last.position);

@@ -1,14 +1,13 @@
 //! The operator interface as operators use it: migrate, create a client, run the gateway on a free
 //! port, use it, stop it with a signal.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use chat4all_commands::testing::server_options;
 use sqlx::ConnectOptions;
 
-const BIN: &str = env!("CARGO_BIN_EXE_chat4all");
+use crate::process::{message, Process, BIN};
 
 fn chat4all(database_url: &str, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
@@ -70,33 +69,18 @@ async fn migrate_create_a_client_serve_and_stop_on_sigterm() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--user"));
 
-    let mut gateway = Command::new(BIN)
-        .arg("gateway")
-        .env("DATABASE_URL", &url)
-        .env("CHAT4ALL_LISTEN", "127.0.0.1:0")
-        .env("CHAT4ALL_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = gateway.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let address = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the gateway logs its address");
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if let Some(address) = entry["fields"]["address"].as_str() {
-            break address.to_owned();
-        }
-    };
+    let mut gateway = Process::spawn(
+        &["gateway"],
+        &[("DATABASE_URL", &url), ("CHAT4ALL_LISTEN", "127.0.0.1:0")],
+    );
+    let address = gateway
+        .wait_for_log(Duration::from_secs(30), |e| {
+            e["fields"]["address"].is_string()
+        })
+        .expect("the gateway logs its address")["fields"]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let http = reqwest::Client::new();
     let base = format!("http://{address}");
@@ -123,27 +107,10 @@ async fn migrate_create_a_client_serve_and_stop_on_sigterm() {
         .unwrap();
     assert_eq!(created.status(), reqwest::StatusCode::CREATED);
 
-    let pid = gateway.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = gateway.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not stop after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    gateway.signal("-TERM");
+    let status = gateway.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "exit status {status:?}");
-    let logs: Vec<String> = rx.try_iter().collect();
-    assert!(
-        logs.iter().any(|l| l.contains("gateway stopped")),
-        "{logs:?}"
-    );
+    assert!(gateway
+        .wait_for_log(Duration::from_secs(5), |e| message(e) == "gateway stopped")
+        .is_some());
 }

@@ -1,0 +1,227 @@
+//! A broker outage does not touch the API, and the relay catches up without losing anything.
+//!
+//! This test runs its own broker (tansu, in memory), so that stopping it disturbs no other test.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat4all_commands::testing::fresh_database;
+use chat4all_domain::{TenantId, UserId};
+use chat4all_gateway::auth::{create_client, Scope};
+use chat4all_gateway::Application;
+use chat4all_platform::{KafkaSettings, Settings};
+use chat4all_relay::testing::{consume, Record};
+use chat4all_relay::{Relay, RelayConfig};
+use sqlx::ConnectOptions;
+use tokio_util::sync::CancellationToken;
+
+const OUTAGE: Duration = Duration::from_secs(30);
+
+struct Broker {
+    child: Child,
+    address: String,
+}
+
+impl Broker {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let binary = std::env::var("HOME")
+            .map(|h| format!("{h}/.cargo/bin/tansu"))
+            .unwrap();
+        let child = Command::new(&binary)
+            .arg("broker")
+            .env("LISTENER_URL", format!("tcp://{address}"))
+            .env("ADVERTISED_LISTENER_URL", format!("tcp://{address}"))
+            .env("STORAGE_ENGINE", "memory://tansu/")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary} (ops/dev/up installs it): {e}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "the test broker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, address }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(latencies: &mut [Duration], p: f64) -> Duration {
+    latencies.sort_unstable();
+    let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+    latencies[index]
+}
+
+#[tokio::test]
+async fn the_api_does_not_notice_a_broker_outage_and_the_relay_catches_up() {
+    let broker = Broker::start();
+    let (options, pool) = fresh_database().await;
+    let url = options.to_url_lossy().to_string();
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let settings = Settings::load_from(
+        None,
+        [
+            ("DATABASE_URL", url.as_str()),
+            ("KAFKA_BOOTSTRAP_SERVERS", broker.address.as_str()),
+            ("CHAT4ALL_LISTEN", "127.0.0.1:0"),
+            ("CHAT4ALL_TOPIC_PREFIX", prefix.as_str()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let app = Application::build(&settings).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    let topic = KafkaSettings::events_topic(&prefix);
+    let relay = Relay::new(
+        pool.clone(),
+        options.clone(),
+        RelayConfig {
+            deployment: prefix.clone(),
+            topic: topic.clone(),
+            kafka: settings.kafka.clone(),
+            batch_size: 500,
+            idle_poll: Duration::from_millis(200),
+            delivery_timeout: Duration::from_secs(3),
+        },
+    );
+    let status = relay.status();
+    let relay = tokio::spawn(relay.run(stop.clone()));
+
+    let http = reqwest::Client::new();
+    let client = create_client(
+        &pool,
+        &TenantId::parse("acme").unwrap(),
+        &UserId::parse("alice").unwrap(),
+        &[Scope::Read, Scope::Write],
+    )
+    .await
+    .unwrap();
+    let token: serde_json::Value = http
+        .post(format!("{base}/auth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &client.client_id),
+            ("client_secret", &client.client_secret),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = Arc::new(token["access_token"].as_str().unwrap().to_owned());
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/conversations"))
+        .bearer_auth(&*token)
+        .json(&serde_json::json!({"type": "private", "members": ["alice", "bob"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conversation = created["conversation_id"].as_str().unwrap().to_owned();
+
+    // Sends at a steady 20 per second for `how_long`, answering the latency of each.
+    let send_for = |how_long: Duration| {
+        let (http, base, token, conversation) = (
+            http.clone(),
+            base.clone(),
+            token.clone(),
+            conversation.clone(),
+        );
+        async move {
+            let mut latencies = Vec::new();
+            let until = Instant::now() + how_long;
+            let mut ticker = tokio::time::interval(Duration::from_millis(50));
+            while Instant::now() < until {
+                ticker.tick().await;
+                let sent = Instant::now();
+                let answer = http
+                    .post(format!("{base}/v1/messages"))
+                    .bearer_auth(&*token)
+                    .json(&serde_json::json!({"conversation_id": conversation, "content": "hello"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), reqwest::StatusCode::ACCEPTED);
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        }
+    };
+
+    let mut before = send_for(Duration::from_secs(3)).await;
+    broker.signal("-STOP");
+    let errors_before = status.errors();
+    let mut during = send_for(OUTAGE).await;
+    assert!(
+        status.errors() > errors_before,
+        "the relay noticed the outage and backs off"
+    );
+    broker.signal("-CONT");
+
+    let (p50_before, p50_during) = (percentile(&mut before, 0.5), percentile(&mut during, 0.5));
+    let (p99_before, p99_during) = (percentile(&mut before, 0.99), percentile(&mut during, 0.99));
+    println!("send latency p50 {p50_before:?} -> {p50_during:?} during the outage, p99 {p99_before:?} -> {p99_during:?}");
+    // Commands never wait for the broker: were they to, each would take the delivery timeout.
+    assert!(
+        p99_during < Duration::from_secs(2),
+        "sends waited on the broker: p99 {p99_during:?}"
+    );
+
+    let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status.published() < u64::try_from(expected).unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not catch up: {} of {expected}",
+            status.published()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let records = consume(
+        &broker.address,
+        &topic,
+        usize::try_from(expected).unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let distinct: std::collections::HashSet<_> = records.iter().map(Record::identity).collect();
+    assert_eq!(
+        distinct.len(),
+        usize::try_from(expected).unwrap(),
+        "nothing was lost"
+    );
+    stop.cancel();
+    relay.await.unwrap();
+}
