@@ -116,7 +116,7 @@ impl Relay {
         checkpoint: &mut Checkpoint,
     ) -> Result<Outcome, RelayError> {
         let events = read_batch(&self.pool, *checkpoint, self.config.batch_size).await?;
-        let Some(last) = events.last().map(crate::StoredEvent::checkpoint) else {
+        let Some(last) = events.last().map(StoredEvent::checkpoint) else {
             let held_back = held_back(&self.pool, *checkpoint).await?;
             return Ok(Outcome::Idle { held_back });
         };

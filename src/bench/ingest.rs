@@ -16,8 +16,9 @@ use chat4all_gateway::auth::{create_client, Scope};
 use chat4all_gateway::Application;
 use chat4all_platform::{Secret, Settings};
 use hdrhistogram::Histogram;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::Connection;
+
+use super::{drop_database, recreate_database, with_database};
 
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -335,43 +336,4 @@ async fn raw_limit(
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok())
         .with_context(|| format!("no tps in pgbench output: {stdout}"))
-}
-
-/// `url` with its database name replaced; plain libpq syntax, so pgbench can use it too.
-fn with_database(url: &str, database: &str) -> String {
-    let (head, query) = url
-        .split_once('?')
-        .map_or((url, None), |(h, q)| (h, Some(q)));
-    let authority_end = head.find("://").map_or(0, |i| i + 3);
-    let base = match head[authority_end..].find('/') {
-        Some(slash) => &head[..authority_end + slash],
-        None => head,
-    };
-    match query {
-        Some(q) => format!("{base}/{database}?{q}"),
-        None => format!("{base}/{database}"),
-    }
-}
-
-async fn admin(base: &PgConnectOptions) -> anyhow::Result<sqlx::PgConnection> {
-    Ok(base.clone().database("postgres").connect().await?)
-}
-
-async fn recreate_database(base: &PgConnectOptions, name: &str) -> anyhow::Result<()> {
-    let mut conn = admin(base).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
-    Ok(())
-}
-
-async fn drop_database(base: &PgConnectOptions, name: &str) -> anyhow::Result<()> {
-    let mut conn = admin(base).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
-    Ok(())
 }

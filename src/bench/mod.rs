@@ -2,18 +2,64 @@
 //! machine it runs on, and reports their ratio, so figures compare across machines.
 
 mod ingest;
+mod relay;
 
 use chat4all_platform::Settings;
 use clap::Subcommand;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::ConnectOptions;
 
 #[derive(Debug, Subcommand)]
 pub enum Scenario {
     /// `POST /v1/messages` throughput and latency against raw single-row INSERT commits.
     Ingest(ingest::IngestArgs),
+    /// Relay throughput on a backlog against raw production of the same records, and
+    /// commit-to-acknowledgement latency at a steady rate.
+    Relay(relay::RelayArgs),
 }
 
 pub async fn run(settings: &Settings, scenario: Scenario) -> anyhow::Result<()> {
     match scenario {
         Scenario::Ingest(args) => ingest::run(settings, args).await,
+        Scenario::Relay(args) => relay::run(settings, args).await,
     }
+}
+
+/// `url` with its database name replaced; plain libpq syntax, so pgbench can use it too.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (head, query) = url
+        .split_once('?')
+        .map_or((url, None), |(h, q)| (h, Some(q)));
+    let authority_end = head.find("://").map_or(0, |i| i + 3);
+    let base = match head[authority_end..].find('/') {
+        Some(slash) => &head[..authority_end + slash],
+        None => head,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+async fn admin(base: &PgConnectOptions) -> anyhow::Result<sqlx::PgConnection> {
+    Ok(base.clone().database("postgres").connect().await?)
+}
+
+pub async fn recreate_database(base: &PgConnectOptions, name: &str) -> anyhow::Result<()> {
+    let mut conn = admin(base).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn drop_database(base: &PgConnectOptions, name: &str) -> anyhow::Result<()> {
+    let mut conn = admin(base).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    Ok(())
 }

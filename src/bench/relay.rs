@@ -1,0 +1,264 @@
+//! Relay: how fast a backlog drains to the broker, against raw production of the very same
+//! records (same envelopes, keys, headers, producer settings) to the same broker in the same run;
+//! and how long an event takes from its commit to the broker's acknowledgement at a steady
+//! 1,000 events/s.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chat4all_platform::{KafkaSettings, Secret, Settings};
+use chat4all_relay::{Publisher, Relay, RelayConfig, StoredEvent};
+use hdrhistogram::Histogram;
+use tokio_util::sync::CancellationToken;
+
+use super::{drop_database, recreate_database, with_database};
+
+#[derive(Debug, clap::Args)]
+pub struct RelayArgs {
+    /// Events in the backlog.
+    #[arg(long, default_value_t = 200_000)]
+    backlog: i64,
+    /// Events per second for the latency run.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// A short run (20,000 events, 5 s of latency) for smoke tests.
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+const CONVERSATIONS: i64 = 1_000;
+
+pub async fn run(settings: &Settings, args: RelayArgs) -> anyhow::Result<()> {
+    let (backlog, seconds) = if args.quick {
+        (20_000, 5)
+    } else {
+        (args.backlog, args.seconds)
+    };
+    let base = settings.database.connect_options()?;
+    let database = format!("chat4all_bench_relay_{}", std::process::id());
+    recreate_database(&base, &database).await?;
+    let mut settings = settings.clone();
+    settings.database.url = Secret::new(with_database(settings.database.url.expose(), &database));
+    crate::cli::migrate(&settings).await?;
+    let pool = settings.database.connect().await?;
+
+    println!("relay: writing a backlog of {backlog} events");
+    sqlx::query(include_str!("backlog.sql"))
+        .bind(backlog)
+        .bind(CONVERSATIONS)
+        .execute(&pool)
+        .await?;
+
+    // Engine: the relay drains the backlog from its first event.
+    let prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
+    let relay = relay_for(&settings, &prefix, &pool)?;
+    let status = relay.status();
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(relay.run(stop.clone()));
+    let total = u64::try_from(backlog)?;
+    let mut last = (Instant::now(), 0);
+    while status.published() < total {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if last.0.elapsed() >= Duration::from_secs(2) {
+            let now = status.published();
+            println!(
+                "  {:>5.1} s  {:>8} of {total} published  {:>8.0} events/s",
+                started.elapsed().as_secs_f64(),
+                now,
+                (now - last.1) as f64 / last.0.elapsed().as_secs_f64()
+            );
+            last = (Instant::now(), now);
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the relay did not drain the backlog"
+        );
+    }
+    let engine = total as f64 / started.elapsed().as_secs_f64();
+    println!("engine: {engine:.0} events/s");
+
+    // Limit: the same records, produced straight from memory.
+    let events: Vec<StoredEvent> = sqlx::query_as(
+        "SELECT global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, sequence, \
+         event_type, event_version, payload, metadata, hash FROM events ORDER BY tx_id, global_position",
+    )
+    .fetch_all(&pool)
+    .await?;
+    let raw_topic = format!("{prefix}.raw.v1");
+    Publisher::ensure_topic(&settings.kafka, &raw_topic).await?;
+    let publisher = Publisher::new(&settings.kafka, raw_topic, Duration::from_secs(30))?;
+    let started = Instant::now();
+    for chunk in events.chunks(20_000) {
+        publisher.publish(chunk).await?;
+    }
+    let limit = events.len() as f64 / started.elapsed().as_secs_f64();
+    println!("limit: {limit:.0} events/s (raw production of the same records)");
+    drop(events);
+
+    // Latency: a steady writer, the relay acknowledging, commit-to-acknowledgement per event.
+    println!("latency: {} events/s for {seconds} s", args.rate);
+    let (p50, p99, measured) = latency(&settings, &pool, &prefix, args.rate, seconds).await?;
+    println!("latency: commit to acknowledgement p50 {p50:.2} ms, p99 {p99:.2} ms over {measured} events");
+
+    stop.cancel();
+    task.await?;
+    pool.close().await;
+    drop_database(&base, &database).await?;
+
+    let ratio = engine / limit;
+    println!();
+    println!("engine   {engine:>10.0} events/s");
+    println!("limit    {limit:>10.0} events/s");
+    println!("ratio    {ratio:>10.3}");
+    println!(
+        "latency  p50 {p50:.2} ms   p99 {p99:.2} ms   at {} events/s",
+        args.rate
+    );
+    std::fs::create_dir_all(&args.out)?;
+    let report = serde_json::json!({
+        "scenario": "relay",
+        "engine_per_s": engine,
+        "limit_per_s": limit,
+        "ratio": ratio,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "latency_rate_per_s": args.rate,
+        "backlog": backlog,
+        "started_at": chrono::Utc::now().to_rfc3339(),
+        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+    });
+    let path = args.out.join("relay.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    println!("written {}", path.display());
+    Ok(())
+}
+
+fn relay_for(settings: &Settings, prefix: &str, pool: &sqlx::PgPool) -> anyhow::Result<Relay> {
+    Ok(Relay::new(
+        pool.clone(),
+        settings.database.connect_options()?,
+        RelayConfig {
+            deployment: prefix.to_owned(),
+            topic: KafkaSettings::events_topic(prefix),
+            kafka: settings.kafka.clone(),
+            batch_size: settings.relay.batch_size,
+            idle_poll: Duration::from_millis(settings.relay.idle_poll_ms),
+            delivery_timeout: Duration::from_millis(settings.relay.delivery_timeout_ms),
+        },
+    ))
+}
+
+async fn latency(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    prefix: &str,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, u64)> {
+    let committed: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let observer = {
+        let (committed, histogram) = (committed.clone(), histogram.clone());
+        Arc::new(move |events: &[StoredEvent]| {
+            let acknowledged = Instant::now();
+            let mut committed = committed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut histogram = histogram
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for event in events {
+                if let Some(at) = committed.remove(&event.global_position) {
+                    let micros = acknowledged.saturating_duration_since(at).as_micros();
+                    let _ = histogram.record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
+                }
+            }
+        })
+    };
+    let deployment = format!("{prefix}l");
+    let relay = relay_for(settings, &deployment, pool)?.with_observer(observer);
+    // Start after the backlog, so only events written from now on are measured.
+    sqlx::query(
+        "INSERT INTO relay_checkpoints (deployment, tx_id, position) \
+         SELECT $1, tx_id, global_position FROM events ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+    )
+    .bind(&deployment)
+    .execute(pool)
+    .await?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut writers = tokio::task::JoinSet::new();
+    let mut sent = 0u64;
+    let mut last_report = Instant::now();
+    while Instant::now() < until {
+        ticker.tick().await;
+        let (pool, committed) = (pool.clone(), committed.clone());
+        sent += 1;
+        writers.spawn(async move {
+            let position: i64 = sqlx::query_scalar(include_str!("one_event.sql"))
+                .bind(uuid::Uuid::new_v4().to_string())
+                .fetch_one(&pool)
+                .await
+                .context("writing an event")?;
+            committed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(position, Instant::now());
+            Ok::<_, anyhow::Error>(())
+        });
+        while let Some(done) = writers.try_join_next() {
+            done??;
+        }
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            let h = histogram
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            println!(
+                "  {sent:>8} written  {:>8} acknowledged  p99 so far {:.2} ms",
+                h.len(),
+                h.value_at_quantile(0.99) as f64 / 1000.0
+            );
+            last_report = Instant::now();
+        }
+    }
+    while let Some(done) = writers.join_next().await {
+        done??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while histogram
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len()
+        < sent
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await?;
+    let h = histogram
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok((
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.len(),
+    ))
+}
