@@ -1,71 +1,55 @@
 //! The record every event becomes on the topic: a JSON envelope, keyed by conversation.
+//!
+//! Envelope value (ARCHITECTURE.md): `{position, aggregate_type, aggregate_id, sequence,
+//! event_type, event_version, tenant_id, conversation_id, occurred_at, payload, metadata, hash}`,
+//! with `payload` and `metadata` exactly as stored and `hash` in hex.
 
-use serde::Serialize;
+use std::io::Write;
 
 use crate::StoredEvent;
 
-/// The JSON value of a Kafka record (ARCHITECTURE.md).
-#[derive(Debug, Serialize)]
-pub struct Envelope<'a> {
-    pub position: i64,
-    pub aggregate_type: &'a str,
-    pub aggregate_id: &'a str,
-    pub sequence: i64,
-    pub event_type: &'a str,
-    pub event_version: &'a str,
-    pub tenant_id: Option<&'a str>,
-    pub conversation_id: Option<&'a str>,
-    pub occurred_at: Option<&'a str>,
-    pub payload: &'a serde_json::Value,
-    pub metadata: &'a serde_json::Value,
-    /// Hex of the event's link in its stream's hash chain.
-    pub hash: String,
-}
-
-impl<'a> Envelope<'a> {
-    pub fn of(event: &'a StoredEvent) -> Self {
-        Self {
-            position: event.global_position,
-            aggregate_type: &event.aggregate_type,
-            aggregate_id: &event.aggregate_id,
-            sequence: event.sequence,
-            event_type: &event.event_type,
-            event_version: &event.event_version,
-            tenant_id: event.metadata.get("tenant_id").and_then(|v| v.as_str()),
-            conversation_id: conversation_id(event),
-            occurred_at: event.metadata.get("occurred_at").and_then(|v| v.as_str()),
-            payload: &event.payload,
-            metadata: &event.metadata,
-            hash: hex(&event.hash),
-        }
+/// Writes the envelope of `event` as JSON. The stored payload and metadata are spliced in as
+/// they are (they are JSON already); everything else goes through serde's string escaping.
+pub fn encode(event: &StoredEvent, out: &mut Vec<u8>) {
+    fn field<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {
+        // Writing to a Vec cannot fail, and these values (strings, integers, options of them)
+        // always serialise.
+        let _ = write!(out, "\"{name}\":");
+        let _ = serde_json::to_writer(&mut *out, value);
+        out.push(b',');
     }
-}
-
-/// The conversation an event belongs to: named in every conversation and message event's payload
-/// (`{"<EventType>": {"conversation_id": ...}}`); a conversation's own stream id ends with it.
-pub fn conversation_id(event: &StoredEvent) -> Option<&str> {
-    event
-        .payload
-        .get(&event.event_type)
-        .and_then(|inner| inner.get("conversation_id"))
-        .and_then(|v| v.as_str())
-        .or_else(|| {
-            (event.aggregate_type == "Conversation")
-                .then(|| event.aggregate_id.split_once(':').map(|(_, id)| id))
-                .flatten()
-        })
+    out.push(b'{');
+    field(out, "position", &event.global_position);
+    field(out, "aggregate_type", &event.aggregate_type);
+    field(out, "aggregate_id", &event.aggregate_id);
+    field(out, "sequence", &event.sequence);
+    field(out, "event_type", &event.event_type);
+    field(out, "event_version", &event.event_version);
+    field(out, "tenant_id", &event.tenant_id);
+    field(out, "conversation_id", &event.conversation_id);
+    field(out, "occurred_at", &event.occurred_at);
+    out.extend_from_slice(b"\"payload\":");
+    out.extend_from_slice(event.payload.as_bytes());
+    out.extend_from_slice(b",\"metadata\":");
+    out.extend_from_slice(event.metadata.as_bytes());
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(hex(&event.hash).as_bytes());
+    out.extend_from_slice(b"\"}");
 }
 
 /// The record key: the conversation, so that a conversation's events share a partition and keep
 /// their order; events outside any conversation are keyed by their stream.
 pub fn key(event: &StoredEvent) -> &str {
-    conversation_id(event).unwrap_or(&event.aggregate_id)
+    event
+        .conversation_id
+        .as_deref()
+        .unwrap_or(&event.aggregate_id)
 }
 
 /// A W3C `traceparent` continuing the trace of the request that caused the event; the span id is
 /// derived from the event's position, so every record has its own and re-sends repeat it.
 pub fn traceparent(event: &StoredEvent) -> Option<String> {
-    let trace = event.metadata.get("trace_id")?.as_str()?;
+    let trace = event.trace_id.as_deref()?;
     let valid = trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit());
     valid.then(|| {
         format!(
@@ -77,13 +61,13 @@ pub fn traceparent(event: &StoredEvent) -> Option<String> {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -91,57 +75,58 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn event(
-        aggregate_type: &str,
-        aggregate_id: &str,
-        event_type: &str,
-        payload: serde_json::Value,
-    ) -> StoredEvent {
+    fn event(conversation: Option<&str>) -> StoredEvent {
         StoredEvent {
             global_position: 42,
             tx_id: 7,
-            aggregate_type: aggregate_type.to_owned(),
-            aggregate_id: aggregate_id.to_owned(),
+            aggregate_type: "Message".to_owned(),
+            aggregate_id: "acme:m1".to_owned(),
             sequence: 1,
-            event_type: event_type.to_owned(),
+            event_type: "MessageSent".to_owned(),
             event_version: "1.0".to_owned(),
-            payload,
-            metadata: json!({"tenant_id": "acme", "trace_id": "0af7651916cd43dd8448eb211c80319c", "occurred_at": "2026-11-29T10:00:00.000Z"}),
+            payload: r#"{"MessageSent": {"conversation_id": "c1", "text": "a \"quoted\" word"}}"#
+                .to_owned(),
+            metadata: r#"{"tenant_id": "acme"}"#.to_owned(),
+            tenant_id: Some("acme".to_owned()),
+            conversation_id: conversation.map(str::to_owned),
+            occurred_at: Some("2026-11-29T10:00:00.000Z".to_owned()),
+            trace_id: Some("0AF7651916CD43DD8448EB211C80319C".to_owned()),
             hash: vec![0xab, 0x01],
         }
     }
 
     #[test]
-    fn message_events_are_keyed_by_their_conversation() {
-        let e = event(
-            "Message",
-            "acme:m1",
-            "MessageSent",
-            json!({"MessageSent": {"conversation_id": "c1"}}),
+    fn the_envelope_is_json_with_the_stored_payload_inside() {
+        let mut out = Vec::new();
+        encode(&event(Some("c1")), &mut out);
+        let envelope: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(
+            envelope,
+            json!({
+                "position": 42, "aggregate_type": "Message", "aggregate_id": "acme:m1",
+                "sequence": 1, "event_type": "MessageSent", "event_version": "1.0",
+                "tenant_id": "acme", "conversation_id": "c1",
+                "occurred_at": "2026-11-29T10:00:00.000Z",
+                "payload": {"MessageSent": {"conversation_id": "c1", "text": "a \"quoted\" word"}},
+                "metadata": {"tenant_id": "acme"}, "hash": "ab01",
+            })
         );
-        assert_eq!(key(&e), "c1");
-        let envelope = serde_json::to_value(Envelope::of(&e)).unwrap_or_default();
-        assert_eq!(envelope["conversation_id"], "c1");
-        assert_eq!(envelope["tenant_id"], "acme");
-        assert_eq!(envelope["position"], 42);
-        assert_eq!(envelope["hash"], "ab01");
-        assert_eq!(envelope["occurred_at"], "2026-11-29T10:00:00.000Z");
     }
 
     #[test]
-    fn conversation_events_fall_back_to_their_stream_id() {
-        let e = event("Conversation", "acme:c2", "Renamed", json!({"Renamed": {}}));
-        assert_eq!(key(&e), "c2");
-        let other = event("Upload", "acme:u1", "Started", json!({}));
-        assert_eq!(key(&other), "acme:u1");
+    fn records_are_keyed_by_conversation_or_else_stream() {
+        assert_eq!(key(&event(Some("c1"))), "c1");
+        assert_eq!(key(&event(None)), "acme:m1");
     }
 
     #[test]
     fn traceparent_continues_the_request_trace() {
-        let e = event("Message", "acme:m1", "MessageSent", json!({}));
         assert_eq!(
-            traceparent(&e).as_deref(),
+            traceparent(&event(None)).as_deref(),
             Some("00-0af7651916cd43dd8448eb211c80319c-000000000000002a-01")
         );
+        let mut untraced = event(None);
+        untraced.trace_id = Some("not-a-trace".to_owned());
+        assert_eq!(traceparent(&untraced), None);
     }
 }

@@ -3,8 +3,9 @@
 //! The event store is the outbox. One relay per deployment (the leader, holding a Postgres
 //! advisory lock; any others wait as standbys) reads committed events in the store's gap-safe
 //! order ([`tail`]), publishes them to `{prefix}.events.v1` keyed by conversation, waits for the
-//! broker to acknowledge every one, and only then moves its checkpoint. A crash re-sends at most
-//! the unacknowledged batch; nothing is ever skipped.
+//! broker to acknowledge every one, and only then moves its checkpoint. While the broker
+//! acknowledges one batch the next is already being read and sent (at most [`IN_FLIGHT`] batches
+//! ahead), so a crash re-sends at most that unacknowledged window; nothing is ever skipped.
 //!
 //! Consumers deduplicate by `(aggregate_type, aggregate_id, sequence)`: an event carrying a
 //! sequence its consumer has already applied for that aggregate is a re-delivery.
@@ -18,10 +19,9 @@ mod status;
 pub mod tail;
 pub mod testing;
 
-pub use envelope::Envelope;
 pub use leader::Leadership;
-pub use publisher::Publisher;
-pub use relay::{Observer, Outcome, Relay, RelayConfig};
+pub use publisher::{Encoded, Pending, Publisher};
+pub use relay::{Observer, Outcome, Pipeline, Relay, RelayConfig, IN_FLIGHT};
 pub use status::RelayStatus;
 pub use tail::{read_batch, Checkpoint, StoredEvent};
 

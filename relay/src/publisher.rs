@@ -8,11 +8,55 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
-use crate::envelope::{key, traceparent, Envelope};
+use crate::envelope::{encode, key, traceparent};
 use crate::StoredEvent;
+
+/// A record ready for the producer: key, value and the headers' values.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub event_type: String,
+    pub traceparent: Option<String>,
+}
+
+impl Encoded {
+    pub fn of(event: &StoredEvent) -> Self {
+        let mut value = Vec::with_capacity(event.payload.len() + event.metadata.len() + 400);
+        encode(event, &mut value);
+        Self {
+            key: key(event).to_owned(),
+            value,
+            event_type: event.event_type.clone(),
+            traceparent: traceparent(event),
+        }
+    }
+}
+
+/// Records handed to the producer whose acknowledgements are still to come.
+pub struct Pending {
+    deliveries: Vec<DeliveryFuture>,
+}
+
+impl Pending {
+    /// Waits for every acknowledgement.
+    ///
+    /// # Errors
+    /// The first record the broker did not take.
+    pub async fn acknowledged(self) -> Result<(), KafkaError> {
+        for outcome in join_all(self.deliveries).await {
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e),
+                Err(_cancelled) => return Err(KafkaError::Canceled),
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Produces to one topic.
 pub struct Publisher {
@@ -47,7 +91,7 @@ impl Publisher {
                 "message.timeout.ms",
                 delivery_timeout.as_millis().to_string(),
             )
-            .set("log_level", "4")
+            .set("log_level", "3")
             .create()?;
         Ok(Self { producer, topic })
     }
@@ -87,30 +131,37 @@ impl Publisher {
     /// # Errors
     /// The first delivery failure; the caller re-sends the whole batch.
     pub async fn publish(&self, events: &[StoredEvent]) -> Result<(), KafkaError> {
-        let mut deliveries = Vec::with_capacity(events.len());
-        for event in events {
-            let value = serde_json::to_vec(&Envelope::of(event)).map_err(|e| {
-                tracing::error!("an event could not be encoded: {e}");
-                KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage)
-            })?;
+        let records: Vec<Encoded> = events.iter().map(Encoded::of).collect();
+        self.enqueue(&records).await?.acknowledged().await
+    }
+
+    /// Hands `records` to the producer in order, without waiting for the broker; the returned
+    /// [`Pending`] resolves once all of them are acknowledged. Several batches may be pending
+    /// at once: the producer keeps their order.
+    ///
+    /// # Errors
+    /// The producer refused a record.
+    pub async fn enqueue(&self, records: &[Encoded]) -> Result<Pending, KafkaError> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for encoded in records {
             let mut headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header {
                     key: "event_type",
-                    value: Some(event.event_type.as_bytes()),
+                    value: Some(encoded.event_type.as_bytes()),
                 })
                 .insert(Header {
                     key: "content-type",
                     value: Some("application/json".as_bytes()),
                 });
-            if let Some(tp) = traceparent(event) {
+            if let Some(tp) = &encoded.traceparent {
                 headers = headers.insert(Header {
                     key: "traceparent",
                     value: Some(tp.as_bytes()),
                 });
             }
             let mut record = FutureRecord::to(&self.topic)
-                .key(key(event))
-                .payload(&value)
+                .key(&encoded.key)
+                .payload(&encoded.value)
                 .headers(headers);
             // Records are enqueued strictly in order; a full local queue is waited out for this
             // record rather than letting a later one overtake it.
@@ -122,22 +173,13 @@ impl Publisher {
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                         record = returned;
-                        self.producer
-                            .poll(Timeout::After(Duration::from_millis(10)));
-                        tokio::task::yield_now().await;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     Err((e, _)) => return Err(e),
                 }
             }
         }
-        for outcome in join_all(deliveries).await {
-            match outcome {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e),
-                Err(_cancelled) => return Err(KafkaError::Canceled),
-            }
-        }
-        Ok(())
+        Ok(Pending { deliveries })
     }
 
     /// Waits for everything enqueued to be delivered (on shutdown).

@@ -1,7 +1,8 @@
 //! The relay loop: lead, read below the horizon, publish, wait for acknowledgements, checkpoint.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat4all_platform::KafkaSettings;
 use rand::Rng;
@@ -10,7 +11,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::tail::held_back;
-use crate::{read_batch, Checkpoint, Leadership, Publisher, RelayError, RelayStatus, StoredEvent};
+use crate::{
+    read_batch, Checkpoint, Encoded, Leadership, Pending, Publisher, RelayError, RelayStatus,
+    StoredEvent,
+};
 
 /// The channel the insert trigger notifies (see the event store migration).
 const CHANNEL: &str = "chat4all_events";
@@ -19,6 +23,8 @@ const HELD_BACK_FIRST: Duration = Duration::from_millis(2);
 const HELD_BACK_MAX: Duration = Duration::from_millis(100);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Batches read and sent ahead of the broker's acknowledgements.
+pub const IN_FLIGHT: usize = 4;
 /// How often lag and horizon figures are refreshed.
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -37,10 +43,55 @@ pub struct RelayConfig {
 /// What a step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// This many more events were handed to the producer (acknowledgements still to come).
+    Enqueued(usize),
     /// This many events were acknowledged by the broker and checkpointed.
     Published(usize),
     /// Nothing to publish; `held_back` when committed events wait behind an open transaction.
     Idle { held_back: bool },
+}
+
+/// Batches handed to the producer and not yet acknowledged, read ahead of the checkpoint: the next
+/// batch is read and encoded while the broker acknowledges the previous ones.
+pub struct Pipeline {
+    publisher: Publisher,
+    in_flight: VecDeque<InFlight>,
+    /// The last event handed to the producer.
+    read_to: Checkpoint,
+    /// The last event acknowledged and checkpointed.
+    checkpoint: Checkpoint,
+    /// Whether the last read filled a whole batch (more is probably waiting).
+    behind: bool,
+}
+
+struct InFlight {
+    pending: Pending,
+    events: Vec<StoredEvent>,
+    last: Checkpoint,
+}
+
+impl Pipeline {
+    pub fn new(publisher: Publisher, checkpoint: Checkpoint) -> Self {
+        Self {
+            publisher,
+            in_flight: VecDeque::new(),
+            read_to: checkpoint,
+            checkpoint,
+            behind: true,
+        }
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.checkpoint
+    }
+
+    /// Forgets everything not acknowledged (after a failure): it will be read and sent again.
+    fn rewind(&mut self, publisher: Publisher) {
+        self.in_flight.clear();
+        self.read_to = self.checkpoint;
+        self.publisher = publisher;
+        self.behind = true;
+    }
 }
 
 /// One deployment's relay.
@@ -103,44 +154,78 @@ impl Relay {
         self.status.clone()
     }
 
-    /// One step: the next batch after `checkpoint`, published and acknowledged, then
-    /// checkpointed through the leadership connection.
+    /// One step: read and enqueue the next batch while the pipeline has room and the store has
+    /// more, otherwise wait for the oldest batch's acknowledgements and checkpoint it (through the
+    /// leadership connection).
     ///
     /// # Errors
-    /// A store or broker failure (nothing was checkpointed; the batch will be re-sent), or lost
-    /// leadership.
-    pub async fn publish_batch(
+    /// A store or broker failure (nothing unacknowledged was checkpointed; the caller rewinds and
+    /// everything after the checkpoint is sent again), or lost leadership.
+    pub async fn step(
         &self,
         leadership: &mut Leadership,
-        publisher: &Publisher,
-        checkpoint: &mut Checkpoint,
+        pipeline: &mut Pipeline,
     ) -> Result<Outcome, RelayError> {
-        let events = read_batch(&self.pool, *checkpoint, self.config.batch_size).await?;
-        let Some(last) = events.last().map(StoredEvent::checkpoint) else {
-            let held_back = held_back(&self.pool, *checkpoint).await?;
-            return Ok(Outcome::Idle { held_back });
-        };
-        publisher.publish(&events).await?;
-        if let Some(observe) = &self.observer {
-            observe(&events);
+        if pipeline.in_flight.len() < IN_FLIGHT
+            && (pipeline.behind || pipeline.in_flight.is_empty())
+        {
+            let events = read_batch(&self.pool, pipeline.read_to, self.config.batch_size).await?;
+            pipeline.behind =
+                i64::try_from(events.len()).unwrap_or(i64::MAX) >= self.config.batch_size;
+            if let Some(last) = events.last().map(StoredEvent::checkpoint) {
+                let records: Vec<Encoded> = events.iter().map(Encoded::of).collect();
+                let pending = pipeline.publisher.enqueue(&records).await?;
+                pipeline.read_to = last;
+                let count = events.len();
+                pipeline.in_flight.push_back(InFlight {
+                    pending,
+                    events,
+                    last,
+                });
+                return Ok(Outcome::Enqueued(count));
+            }
+            if pipeline.in_flight.is_empty() {
+                let held_back = held_back(&self.pool, pipeline.read_to).await?;
+                return Ok(Outcome::Idle { held_back });
+            }
         }
-        leadership.store(last).await?;
-        *checkpoint = last;
-        self.status.published_batch(events.len(), last.position);
-        Ok(Outcome::Published(events.len()))
+        let Some(oldest) = pipeline.in_flight.pop_front() else {
+            return Ok(Outcome::Idle { held_back: false });
+        };
+        oldest.pending.acknowledged().await?;
+        if let Some(observe) = &self.observer {
+            observe(&oldest.events);
+        }
+        leadership.store(oldest.last).await?;
+        pipeline.checkpoint = oldest.last;
+        self.status
+            .published_batch(oldest.events.len(), oldest.last);
+        Ok(Outcome::Published(oldest.events.len()))
     }
 
     /// Leads (or waits to lead) and relays until `stop`.
     pub async fn run(self, stop: CancellationToken) {
+        // Lag and horizon figures are gathered beside the loop, never in its way.
+        let figures = tokio::spawn(observe_periodically(
+            self.pool.clone(),
+            self.status.clone(),
+            stop.clone(),
+        ));
+        self.relay_until(&stop).await;
+        let _ = figures.await;
+        tracing::info!("relay stopped");
+    }
+
+    async fn relay_until(&self, stop: &CancellationToken) {
         while !stop.is_cancelled() {
             self.status.set_leader(false);
             let Some(mut leadership) =
-                Leadership::acquire(&self.options, &self.config.deployment, &stop).await
+                Leadership::acquire(&self.options, &self.config.deployment, stop).await
             else {
                 break;
             };
             self.status.set_leader(true);
-            let result = self.lead(&mut leadership, &stop).await;
+            let result = self.lead(&mut leadership, stop).await;
             self.status.set_leader(false);
             leadership.release().await;
             match result {
@@ -155,7 +240,6 @@ impl Relay {
                 }
             }
         }
-        tracing::info!("relay stopped");
     }
 
     async fn lead(
@@ -176,14 +260,13 @@ impl Relay {
             leadership.confirm().await?;
         }
         backoff.reset();
-        let mut checkpoint = leadership.checkpoint().await?;
+        let mut pipeline = Pipeline::new(self.publisher()?, leadership.checkpoint().await?);
+        self.status.set_checkpoint(pipeline.checkpoint());
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(CHANNEL).await?;
-        let mut publisher = self.publisher()?;
         let mut held_back_wait = HELD_BACK_FIRST;
         let mut wait = Duration::ZERO;
-        let mut observed = Instant::now() - OBSERVE_EVERY;
-        tracing::info!(topic = %self.config.topic, ?checkpoint, "relaying");
+        tracing::info!(topic = %self.config.topic, checkpoint = ?pipeline.checkpoint(), "relaying");
         loop {
             if !wait.is_zero() {
                 tokio::select! {
@@ -198,18 +281,16 @@ impl Relay {
                 }
             }
             if stop.is_cancelled() {
-                publisher.flush(self.config.delivery_timeout);
+                // Whatever is in flight gets its acknowledgements checkpointed before leaving.
+                while !pipeline.in_flight.is_empty() {
+                    if self.step(leadership, &mut pipeline).await.is_err() {
+                        break;
+                    }
+                }
                 return Ok(());
             }
-            if observed.elapsed() >= OBSERVE_EVERY {
-                self.observe(checkpoint).await;
-                observed = Instant::now();
-            }
-            wait = match self
-                .publish_batch(leadership, &publisher, &mut checkpoint)
-                .await
-            {
-                Ok(Outcome::Published(_)) => {
+            wait = match self.step(leadership, &mut pipeline).await {
+                Ok(Outcome::Enqueued(_) | Outcome::Published(_)) => {
                     backoff.reset();
                     held_back_wait = HELD_BACK_FIRST;
                     Duration::ZERO
@@ -226,15 +307,18 @@ impl Relay {
                 Err(RelayError::LostLeadership(e)) => return Err(RelayError::LostLeadership(e)),
                 Err(RelayError::Broker(e)) => {
                     self.status.error("broker");
-                    tracing::warn!("publishing failed, the batch will be re-sent: {e}");
-                    // A fresh producer starts a fresh idempotence session, so the re-sent batch
-                    // cannot be rejected as out of sequence after a gap.
-                    publisher = self.publisher()?;
+                    tracing::warn!(
+                        "publishing failed; everything unacknowledged will be re-sent: {e}"
+                    );
+                    // A fresh producer starts a fresh idempotence session, so the re-sent
+                    // records cannot be rejected as out of sequence after a gap.
+                    pipeline.rewind(self.publisher()?);
                     backoff.wait()
                 }
                 Err(RelayError::Store(e)) => {
                     self.status.error("store");
                     tracing::warn!("reading the event store failed: {e}");
+                    pipeline.rewind(self.publisher()?);
                     backoff.wait()
                 }
             };
@@ -248,17 +332,25 @@ impl Relay {
             self.config.delivery_timeout,
         )?)
     }
+}
 
-    /// Refreshes lag and horizon figures; failures only leave them stale.
-    async fn observe(&self, checkpoint: Checkpoint) {
+/// Refreshes lag and horizon figures every second until `stop`; failures only leave them stale.
+async fn observe_periodically(pool: PgPool, status: Arc<RelayStatus>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(OBSERVE_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let checkpoint = status.checkpoint();
         let figures = sqlx::query_as::<_, (i64, f64, f64)>(include_str!("observe.sql"))
             .bind(checkpoint.tx_id.to_string())
             .bind(checkpoint.position)
-            .fetch_one(&self.pool)
+            .fetch_one(&pool)
             .await;
         match figures {
             Ok((lag_events, lag_seconds, oldest)) => {
-                self.status.observed(lag_events, lag_seconds, oldest)
+                status.observed(lag_events, lag_seconds, oldest)
             }
             Err(e) => tracing::debug!("relay figures unavailable: {e}"),
         }

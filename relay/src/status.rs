@@ -2,12 +2,15 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
+use crate::Checkpoint;
+
 /// Shared, lock-free view of the relay's state; every field is also exported as a metric.
 #[derive(Debug, Default)]
 pub struct RelayStatus {
     leader: AtomicBool,
     published: AtomicU64,
     errors: AtomicU64,
+    checkpoint_tx: AtomicI64,
     checkpoint_position: AtomicI64,
     lag_events: AtomicI64,
     /// Milliseconds, to keep the atomics integral.
@@ -32,6 +35,21 @@ impl RelayStatus {
         self.checkpoint_position.load(Ordering::Relaxed)
     }
 
+    /// The last checkpoint stored (as far as this process knows).
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            tx_id: self.checkpoint_tx.load(Ordering::Relaxed),
+            position: self.checkpoint_position.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn set_checkpoint(&self, checkpoint: Checkpoint) {
+        self.checkpoint_tx
+            .store(checkpoint.tx_id, Ordering::Relaxed);
+        self.checkpoint_position
+            .store(checkpoint.position, Ordering::Relaxed);
+    }
+
     /// Committed events not yet acknowledged by the broker (including those held back).
     pub fn lag_events(&self) -> i64 {
         self.lag_events.load(Ordering::Relaxed)
@@ -52,10 +70,9 @@ impl RelayStatus {
         metrics::gauge!("chat4all_relay_leader").set(if leader { 1.0 } else { 0.0 });
     }
 
-    pub(crate) fn published_batch(&self, events: usize, checkpoint_position: i64) {
+    pub(crate) fn published_batch(&self, events: usize, checkpoint: Checkpoint) {
         self.published.fetch_add(events as u64, Ordering::Relaxed);
-        self.checkpoint_position
-            .store(checkpoint_position, Ordering::Relaxed);
+        self.set_checkpoint(checkpoint);
         metrics::counter!("chat4all_relay_published_total").increment(events as u64);
         metrics::histogram!("chat4all_relay_batch_size").record(events as f64);
     }

@@ -26,7 +26,11 @@ pub struct Checkpoint {
 }
 
 /// An event as stored, with its place in the global order.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+///
+/// `payload` and `metadata` stay the JSON text the store produced: the relay only splices them
+/// into envelopes, so parsing them would be wasted work on its hottest path. The few facts the
+/// envelope names separately are extracted by the query.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredEvent {
     pub global_position: i64,
     pub tx_id: i64,
@@ -35,8 +39,14 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
+    /// JSON text.
+    pub payload: String,
+    /// JSON text.
+    pub metadata: String,
+    pub tenant_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub occurred_at: Option<String>,
+    pub trace_id: Option<String>,
     pub hash: Vec<u8>,
 }
 

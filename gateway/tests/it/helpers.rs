@@ -113,6 +113,11 @@ impl TestApp {
             None,
             [
                 ("DATABASE_URL".to_owned(), url.clone()),
+                (
+                    "KAFKA_BOOTSTRAP_SERVERS".to_owned(),
+                    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+                        .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
+                ),
                 ("CHAT4ALL_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
             ],
         )
