@@ -1,0 +1,175 @@
+//! Applying the store's events, in the relay's order, builds the read models; applying them
+//! again changes nothing.
+
+use chat4all_commands::testing::fresh_database;
+use chat4all_commands::{
+    CommandContext, CommandService, CreateConversationRequest, Limits, SendMessageRequest,
+};
+use chat4all_domain::conversation::ConversationKind;
+use chat4all_domain::message::{MessageContent, RecipientStatus};
+use chat4all_domain::{ConversationId, MessageId, TenantId, UserId};
+use chat4all_projections::{apply, Notification, ProjectedEvent};
+use chat4all_relay::{read_batch, Checkpoint};
+use chrono::Utc;
+use sqlx::{Connection, PgPool};
+
+fn ctx(user: &str) -> CommandContext {
+    CommandContext {
+        tenant: TenantId::parse("acme").unwrap(),
+        actor: UserId::parse(user).unwrap(),
+        is_admin: false,
+        trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
+        correlation_id: "c".to_owned(),
+        causation_id: "r".to_owned(),
+    }
+}
+
+async fn send(
+    service: &CommandService,
+    user: &str,
+    conversation: ConversationId,
+    text: &str,
+) -> MessageId {
+    let request = SendMessageRequest {
+        message_id: None,
+        conversation_id: conversation,
+        content: MessageContent::Text {
+            text: text.to_owned(),
+        },
+        channels: vec![],
+    };
+    service
+        .send_message(&ctx(user), request, Utc::now())
+        .await
+        .unwrap()
+        .message_id
+}
+
+/// Applies every stored event in the relay's order, in one transaction per event.
+async fn project_all(pool: &PgPool) -> Vec<Notification> {
+    let mut conn = pool.acquire().await.unwrap();
+    let mut after = Checkpoint::default();
+    let mut notifications = Vec::new();
+    loop {
+        let batch = read_batch(pool, after, 100).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        after = last.checkpoint();
+        for stored in batch {
+            let event = ProjectedEvent {
+                position: stored.global_position,
+                aggregate_type: stored.aggregate_type,
+                aggregate_id: stored.aggregate_id,
+                sequence: stored.sequence,
+                event_type: stored.event_type,
+                tenant_id: stored.tenant_id.unwrap(),
+                payload: serde_json::from_str(&stored.payload).unwrap(),
+            };
+            let mut tx = conn.begin().await.unwrap();
+            notifications.extend(apply(&mut tx, &event).await.unwrap());
+            tx.commit().await.unwrap();
+        }
+    }
+    notifications
+}
+
+#[tokio::test]
+async fn messages_are_numbered_per_conversation_and_counted_unread_until_read() {
+    let (_, pool) = fresh_database().await;
+    let service = CommandService::new(pool.clone(), Limits::default());
+    let request = CreateConversationRequest {
+        conversation_id: None,
+        kind: ConversationKind::Group,
+        members: ["alice", "bob", "carol"]
+            .map(|u| UserId::parse(u).unwrap())
+            .to_vec(),
+        name: Some("team".to_owned()),
+        description: None,
+        metadata: None,
+    };
+    let conversation = service
+        .create_conversation(&ctx("alice"), request, Utc::now())
+        .await
+        .unwrap()
+        .conversation
+        .conversation_id;
+    let first = send(&service, "alice", conversation, "one").await;
+    send(&service, "bob", conversation, "two").await;
+    send(&service, "alice", conversation, "three").await;
+    service
+        .mark_status(&ctx("bob"), first, RecipientStatus::Read, Utc::now())
+        .await
+        .unwrap();
+    service
+        .mark_read(&ctx("bob"), conversation, Some(2), Utc::now())
+        .await
+        .unwrap();
+
+    let notifications = project_all(&pool).await;
+    let seqs: Vec<(String, i64)> =
+        sqlx::query_as("SELECT content->>'text', seq FROM rm_messages ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        seqs,
+        vec![
+            ("one".to_owned(), 1),
+            ("two".to_owned(), 2),
+            ("three".to_owned(), 3)
+        ]
+    );
+    let members: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT user_id, last_read_seq, unread_count FROM rm_members ORDER BY user_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // alice: bob's one message; bob read up to 2, so alice's third is unread; carol: all three.
+    assert_eq!(
+        members,
+        vec![
+            ("alice".to_owned(), 0, 1),
+            ("bob".to_owned(), 2, 1),
+            ("carol".to_owned(), 0, 3)
+        ]
+    );
+    let (last_seq, preview): (i64, String) =
+        sqlx::query_as("SELECT last_seq, last_message->>'preview' FROM rm_conversations")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((last_seq, preview.as_str()), (3, "three"));
+    let status: String = sqlx::query_scalar("SELECT status FROM rm_messages WHERE seq = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "read");
+    let created: Vec<_> = notifications
+        .iter()
+        .filter(|n| n.frame["type"] == "message.created")
+        .collect();
+    assert_eq!(created.len(), 3);
+    assert_eq!(created[2].frame["data"]["seq"], 3);
+    assert_eq!(created[0].channel, format!("conversation:{conversation}"));
+
+    // Everything again, as after a crash before the offsets were stored: no effect at all.
+    let snapshot = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT string_agg(t::text, '|' ORDER BY t::text) FROM \
+             (SELECT row_to_json(m)::text AS t FROM rm_messages m UNION ALL \
+              SELECT row_to_json(x)::text FROM rm_members x UNION ALL \
+              SELECT row_to_json(c)::text FROM rm_conversations c UNION ALL \
+              SELECT row_to_json(h)::text FROM rm_message_history h) s",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let before = snapshot(pool.clone()).await;
+    let again = project_all(&pool).await;
+    assert!(
+        again.is_empty(),
+        "a re-delivery announces nothing: {again:?}"
+    );
+    assert_eq!(snapshot(pool.clone()).await, before);
+}
