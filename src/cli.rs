@@ -40,6 +40,8 @@ enum Command {
     Gateway,
     /// Run the relay only (event store to Kafka); one leads per deployment, others stand by.
     Relay,
+    /// Run a projector only (Kafka to read models); several share the topic's partitions.
+    Project,
     /// Manage OAuth clients.
     Clients {
         #[command(subcommand)]
@@ -82,11 +84,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway => roles::gateway(&settings, shutdown_on_signals()).await,
         Command::Relay => {
             let stop = shutdown_on_signals();
-            let metrics = tokio::spawn({
-                let (listen, stop) = (settings.metrics_listen.clone(), stop.clone());
-                async move { roles::metrics_listener(&listen, stop).await }
-            });
+            let metrics = metrics_listener(&settings, &stop);
             roles::relay(&settings)?.run(stop).await;
+            metrics.await??;
+            Ok(())
+        }
+        Command::Project => {
+            let stop = shutdown_on_signals();
+            let metrics = metrics_listener(&settings, &stop);
+            roles::projector(&settings).await?.run(stop).await;
             metrics.await??;
             Ok(())
         }
@@ -145,14 +151,23 @@ async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
     }
 }
 
+fn metrics_listener(
+    settings: &Settings,
+    stop: &tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let (listen, stop) = (settings.metrics_listen.clone(), stop.clone());
+    tokio::spawn(async move { roles::metrics_listener(&listen, stop).await })
+}
+
 /// Every role in one process; when one fails, the others are stopped too.
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let stop = shutdown_on_signals();
-    let relay = roles::relay(settings)?;
-    let relay = tokio::spawn(relay.run(stop.clone()));
+    let relay = tokio::spawn(roles::relay(settings)?.run(stop.clone()));
+    let projector = tokio::spawn(roles::projector(settings).await?.run(stop.clone()));
     let result = roles::gateway(settings, stop.clone()).await;
     stop.cancel();
     relay.await?;
+    projector.await?;
     result
 }
 

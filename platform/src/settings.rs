@@ -7,6 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -239,6 +242,31 @@ impl KafkaSettings {
     /// The topic every event is published to.
     pub fn events_topic(prefix: &str) -> String {
         format!("{prefix}.events.v1")
+    }
+
+    /// Creates `topic` with the configured partitions and replicas if it does not exist yet.
+    ///
+    /// # Errors
+    /// The broker refused or could not be reached.
+    pub async fn ensure_topic(&self, topic: &str) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let new_topic = NewTopic::new(
+            topic,
+            self.partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics([&new_topic], &options).await? {
+            match result {
+                Ok(_) => tracing::info!(topic, partitions = self.partitions, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    tracing::error!(topic = %name, "creating the topic failed: {code}");
+                    return Err(KafkaError::AdminOp(code));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The settings every Kafka client of the engine starts from.

@@ -9,8 +9,10 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod projector;
 
 pub use apply::{apply, Notification, ProjectedEvent};
+pub use projector::{Projector, ProjectorConfig, ProjectorStatus, Record, PROJECTION};
 
 /// Failures of projecting; none loses an event: the batch is retried.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use chat4all_platform::KafkaSettings;
 use futures::future::join_all;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -105,25 +103,7 @@ impl Publisher {
     /// # Errors
     /// The broker refused or could not be reached.
     pub async fn ensure_topic(settings: &KafkaSettings, topic: &str) -> Result<(), KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = settings.client_config().create()?;
-        let new_topic = NewTopic::new(
-            topic,
-            settings.partitions,
-            TopicReplication::Fixed(settings.replication_factor),
-        );
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in admin.create_topics([&new_topic], &options).await? {
-            match result {
-                Ok(_) => tracing::info!(topic, partitions = settings.partitions, "created topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
-                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
-                        tracing::error!(topic = %name, "creating the topic failed: {code}");
-                    })
-                }
-            }
-        }
-        Ok(())
+        settings.ensure_topic(topic).await
     }
 
     /// Sends `events` in order and waits until the broker acknowledged every one.

@@ -13,7 +13,7 @@ use chat4all_relay::{read_batch, Checkpoint};
 use chrono::Utc;
 use sqlx::{Connection, PgPool};
 
-fn ctx(user: &str) -> CommandContext {
+pub fn ctx(user: &str) -> CommandContext {
     CommandContext {
         tenant: TenantId::parse("acme").unwrap(),
         actor: UserId::parse(user).unwrap(),
@@ -24,7 +24,7 @@ fn ctx(user: &str) -> CommandContext {
     }
 }
 
-async fn send(
+pub async fn send(
     service: &CommandService,
     user: &str,
     conversation: ConversationId,
@@ -46,7 +46,7 @@ async fn send(
 }
 
 /// Applies every stored event in the relay's order, in one transaction per event.
-async fn project_all(pool: &PgPool) -> Vec<Notification> {
+pub async fn project_all(pool: &PgPool) -> Vec<Notification> {
     let mut conn = pool.acquire().await.unwrap();
     let mut after = Checkpoint::default();
     let mut notifications = Vec::new();
@@ -153,23 +153,26 @@ async fn messages_are_numbered_per_conversation_and_counted_unread_until_read() 
     assert_eq!(created[0].channel, format!("conversation:{conversation}"));
 
     // Everything again, as after a crash before the offsets were stored: no effect at all.
-    let snapshot = |pool: PgPool| async move {
-        sqlx::query_scalar::<_, String>(
-            "SELECT string_agg(t::text, '|' ORDER BY t::text) FROM \
-             (SELECT row_to_json(m)::text AS t FROM rm_messages m UNION ALL \
-              SELECT row_to_json(x)::text FROM rm_members x UNION ALL \
-              SELECT row_to_json(c)::text FROM rm_conversations c UNION ALL \
-              SELECT row_to_json(h)::text FROM rm_message_history h) s",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-    };
-    let before = snapshot(pool.clone()).await;
+    let before = snapshot(&pool).await;
     let again = project_all(&pool).await;
     assert!(
         again.is_empty(),
         "a re-delivery announces nothing: {again:?}"
     );
-    assert_eq!(snapshot(pool.clone()).await, before);
+    assert_eq!(snapshot(&pool).await, before);
+}
+
+/// Every read-model row, as comparable text.
+pub async fn snapshot(pool: &PgPool) -> String {
+    sqlx::query_scalar::<_, Option<String>>(
+        "SELECT string_agg(t, '|' ORDER BY t) FROM \
+         (SELECT row_to_json(m)::text AS t FROM rm_messages m UNION ALL \
+          SELECT row_to_json(x)::text FROM rm_members x UNION ALL \
+          SELECT row_to_json(c)::text FROM rm_conversations c UNION ALL \
+          SELECT row_to_json(h)::text FROM rm_message_history h) s",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+    .unwrap_or_default()
 }

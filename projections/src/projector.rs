@@ -1,0 +1,275 @@
+//! The projector: consumes the events topic and applies each partition's events in order, in one
+//! Postgres transaction per partition batch that also stores the partition's next offset.
+//!
+//! Offsets in Postgres are the truth: records below a partition's stored offset are skipped (a
+//! re-delivery after a crash or a rebalance), so each event takes effect once. Kafka's own
+//! committed offsets are written after the database commit, only so that a restarted consumer does
+//! not re-read more than it must. After each commit the applied events are announced on Redis for
+//! the push layer; Redis is fire-and-forget, and subscribers recover gaps from the read models.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat4all_platform::KafkaSettings;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::{Connection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::{apply, Notification, ProjectedEvent, ProjectionError};
+
+/// The name under which the live read models keep their offsets.
+pub const PROJECTION: &str = "read_models";
+const MAX_BATCH: usize = 500;
+/// How long a batch keeps collecting once its first record arrived.
+const GATHER: Duration = Duration::from_millis(2);
+const RETRY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    pub topic: String,
+    pub group_id: String,
+    /// Prefix of Redis channels (`{prefix}:conversation:{id}`).
+    pub channel_prefix: String,
+    pub kafka: KafkaSettings,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default)]
+pub struct ProjectorStatus {
+    applied: AtomicU64,
+    skipped: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl ProjectorStatus {
+    /// Records whose events were applied (or were no-ops by their aggregate's guard).
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
+    /// Records skipped because their partition's stored offset was already past them.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+}
+
+/// One record of a partition batch.
+pub struct Record {
+    pub offset: i64,
+    pub value: Vec<u8>,
+}
+
+pub struct Projector {
+    pool: PgPool,
+    config: ProjectorConfig,
+    redis: Option<redis::aio::ConnectionManager>,
+    status: Arc<ProjectorStatus>,
+}
+
+impl Projector {
+    pub fn new(
+        pool: PgPool,
+        config: ProjectorConfig,
+        redis: Option<redis::aio::ConnectionManager>,
+    ) -> Self {
+        Self {
+            pool,
+            config,
+            redis,
+            status: Arc::default(),
+        }
+    }
+
+    pub fn status(&self) -> Arc<ProjectorStatus> {
+        self.status.clone()
+    }
+
+    /// Applies one partition's records (in offset order) in one transaction with the partition's
+    /// offset; returns what to announce. Records below the stored offset are skipped.
+    ///
+    /// # Errors
+    /// A store failure or a record that cannot be understood; nothing of the batch took effect.
+    pub async fn apply_batch(
+        &self,
+        partition: i32,
+        records: &[Record],
+    ) -> Result<Vec<Notification>, ProjectionError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT next_offset FROM projection_offsets \
+             WHERE projection = $1 AND topic = $2 AND kafka_partition = $3 FOR UPDATE",
+        )
+        .bind(PROJECTION)
+        .bind(&self.config.topic)
+        .bind(partition)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut next = stored.unwrap_or(0);
+        let mut notifications = Vec::new();
+        let mut last_position = None;
+        for record in records {
+            if record.offset < next {
+                self.status.skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let event = ProjectedEvent::from_envelope(&record.value)?;
+            notifications.extend(apply(&mut tx, &event).await?);
+            last_position = Some(event.position);
+            next = record.offset + 1;
+            self.status.applied.fetch_add(1, Ordering::Relaxed);
+        }
+        sqlx::query(
+            "INSERT INTO projection_offsets (projection, topic, kafka_partition, next_offset) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (projection, topic, kafka_partition) \
+             DO UPDATE SET next_offset = EXCLUDED.next_offset",
+        )
+        .bind(PROJECTION)
+        .bind(&self.config.topic)
+        .bind(partition)
+        .bind(next)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(position) = last_position {
+            sqlx::query(
+                "INSERT INTO projection_position (projection, position) VALUES ($1, $2) \
+                 ON CONFLICT (projection) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+            )
+            .bind(PROJECTION)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(notifications)
+    }
+
+    async fn announce(&self, notifications: Vec<Notification>) {
+        let Some(redis) = &self.redis else { return };
+        let mut redis = redis.clone();
+        for notification in notifications {
+            let channel = format!("{}:{}", self.config.channel_prefix, notification.channel);
+            let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(notification.frame.to_string())
+                .query_async(&mut redis)
+                .await;
+            if let Err(e) = published {
+                metrics::counter!("chat4all_projector_announce_errors_total").increment(1);
+                tracing::debug!("announcing on {channel} failed: {e}");
+            }
+        }
+    }
+
+    fn consumer(&self) -> Result<StreamConsumer, ProjectionError> {
+        Ok(self
+            .config
+            .kafka
+            .client_config()
+            .set("group.id", &self.config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("topic.metadata.refresh.interval.ms", "10000")
+            .set("log_level", "3")
+            .create()?)
+    }
+
+    /// Consumes and applies until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let consumer = loop {
+            // Subscribing to a topic that does not exist yet would leave the group without
+            // partitions until the next metadata refresh, minutes later.
+            let ready = self.config.kafka.ensure_topic(&self.config.topic).await;
+            match ready
+                .map_err(ProjectionError::from)
+                .and_then(|()| self.consumer())
+                .and_then(|c| {
+                    c.subscribe(&[&self.config.topic])?;
+                    Ok(c)
+                }) {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!("cannot start consuming yet: {e}");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(RETRY) => {}
+                    }
+                }
+            }
+        };
+        tracing::info!(topic = %self.config.topic, group = %self.config.group_id, "projecting");
+        loop {
+            let first = tokio::select! {
+                () = stop.cancelled() => break,
+                received = consumer.recv() => received,
+            };
+            let mut batch: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+            let mut take = |m: &rdkafka::message::BorrowedMessage<'_>| {
+                batch.entry(m.partition()).or_default().push(Record {
+                    offset: m.offset(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                });
+            };
+            match first {
+                Ok(m) => take(&m),
+                Err(e) => {
+                    self.status.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("consuming failed: {e}");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            }
+            let mut count = 1;
+            while count < MAX_BATCH {
+                match tokio::time::timeout(GATHER, consumer.recv()).await {
+                    Ok(Ok(m)) => {
+                        take(&m);
+                        count += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let mut commit = TopicPartitionList::new();
+            for (partition, records) in &batch {
+                loop {
+                    match self.apply_batch(*partition, records).await {
+                        Ok(notifications) => {
+                            self.announce(notifications).await;
+                            break;
+                        }
+                        Err(e) => {
+                            self.status.errors.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("chat4all_projector_errors_total").increment(1);
+                            tracing::warn!(partition, "applying a batch failed, retrying: {e}");
+                            tokio::select! {
+                                () = stop.cancelled() => return,
+                                () = tokio::time::sleep(RETRY) => {}
+                            }
+                        }
+                    }
+                }
+                if let Some(last) = records.last() {
+                    let _ = commit.add_partition_offset(
+                        &self.config.topic,
+                        *partition,
+                        Offset::Offset(last.offset + 1),
+                    );
+                }
+            }
+            metrics::counter!("chat4all_projector_applied_total").increment(count as u64);
+            // Informational only (the database holds the truth), so failures are merely logged.
+            if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
+                tracing::debug!("committing offsets to the broker: {e}");
+            }
+        }
+        tracing::info!("projector stopped");
+    }
+}
