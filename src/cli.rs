@@ -39,7 +39,10 @@ enum Command {
     /// Run the HTTP gateway only.
     Gateway,
     /// Run the relay only (event store to Kafka); one leads per deployment, others stand by.
-    Relay,
+    Relay {
+        #[command(subcommand)]
+        action: Option<RelayAction>,
+    },
     /// Run a projector only (Kafka to read models); several share the topic's partitions.
     Project,
     /// Manage OAuth clients.
@@ -51,6 +54,16 @@ enum Command {
     Bench {
         #[command(subcommand)]
         scenario: crate::bench::Scenario,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RelayAction {
+    /// After restoring the store into a new cluster: move the checkpoint to just after the event
+    /// at this position (0: publish everything again), as the new cluster's transaction ids differ.
+    Rebase {
+        #[arg(long)]
+        after_position: i64,
     },
 }
 
@@ -82,7 +95,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(&settings).await
         }
         Command::Gateway => roles::gateway(&settings, shutdown_on_signals()).await,
-        Command::Relay => {
+        Command::Relay {
+            action: Some(RelayAction::Rebase { after_position }),
+        } => {
+            let pool = settings.database.connect().await?;
+            let checkpoint =
+                chat4all_relay::rebase(&pool, &settings.topic_prefix, after_position).await?;
+            println!(
+                "relay checkpoint of {} is now transaction {}, position {}",
+                settings.topic_prefix, checkpoint.tx_id, checkpoint.position
+            );
+            Ok(())
+        }
+        Command::Relay { action: None } => {
             let stop = shutdown_on_signals();
             let metrics = metrics_listener(&settings, &stop);
             roles::relay(&settings)?.run(stop).await;

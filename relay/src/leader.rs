@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Checkpoint, RelayError};
 
+/// How long storing a checkpoint may take before the leadership is considered lost.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often a standby tries to become the leader.
 const STANDBY_RETRY: Duration = Duration::from_secs(1);
 
@@ -64,7 +67,15 @@ impl Leadership {
         options: &PgConnectOptions,
         deployment: &str,
     ) -> Result<Option<Self>, sqlx::Error> {
-        let mut conn = PgConnection::connect_with(options).await?;
+        // The server must notice a dead leader (host crash, partition) within seconds, not after
+        // the OS's two-hour keepalive, for the lock to pass to a standby in time.
+        let options = options.clone().options([
+            ("tcp_keepalives_idle", "3"),
+            ("tcp_keepalives_interval", "1"),
+            ("tcp_keepalives_count", "3"),
+            ("tcp_user_timeout", "6000"),
+        ]);
+        let mut conn = PgConnection::connect_with(&options).await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(lock_key(deployment))
             .fetch_one(&mut conn)
@@ -105,7 +116,7 @@ impl Leadership {
     /// # Errors
     /// The leadership connection failed: this relay must stop publishing.
     pub async fn store(&mut self, checkpoint: Checkpoint) -> Result<(), RelayError> {
-        sqlx::query(
+        let stored = sqlx::query(
             "INSERT INTO relay_checkpoints (deployment, tx_id, position) \
              VALUES ($1, $2::text::xid8, $3) \
              ON CONFLICT (deployment) DO UPDATE \
@@ -114,10 +125,13 @@ impl Leadership {
         .bind(&self.deployment)
         .bind(checkpoint.tx_id.to_string())
         .bind(checkpoint.position)
-        .execute(&mut self.conn)
-        .await
-        .map_err(RelayError::LostLeadership)?;
-        Ok(())
+        .execute(&mut self.conn);
+        // A connection that hangs is as good as lost: the lock may already be someone else's.
+        match tokio::time::timeout(STORE_TIMEOUT, stored).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(RelayError::LostLeadership(e)),
+            Err(_) => Err(RelayError::LostLeadership(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     /// Proves the leadership connection (and so the lock) is still there.
@@ -132,6 +146,45 @@ impl Leadership {
     pub async fn release(self) {
         self.conn.close().await.ok();
     }
+}
+
+/// Moves `deployment`'s checkpoint to just after the event at `after_position` (0: before
+/// everything), for use after the store was restored into a new cluster, whose transaction ids
+/// differ from those the old checkpoint names. The events after that position are published
+/// (again) by the next leader; pick the last position the topic is known to hold.
+///
+/// # Errors
+/// No event has that position, or a database failure.
+pub async fn rebase(
+    pool: &sqlx::PgPool,
+    deployment: &str,
+    after_position: i64,
+) -> Result<Checkpoint, RelayError> {
+    let checkpoint = if after_position == 0 {
+        Checkpoint::default()
+    } else {
+        let tx_id: Option<i64> =
+            sqlx::query_scalar("SELECT tx_id::text::bigint FROM events WHERE global_position = $1")
+                .bind(after_position)
+                .fetch_optional(pool)
+                .await?;
+        let tx_id = tx_id.ok_or(RelayError::Store(sqlx::Error::RowNotFound))?;
+        Checkpoint {
+            tx_id,
+            position: after_position,
+        }
+    };
+    sqlx::query(
+        "INSERT INTO relay_checkpoints (deployment, tx_id, position) VALUES ($1, $2::text::xid8, $3) \
+         ON CONFLICT (deployment) DO UPDATE \
+         SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()",
+    )
+    .bind(deployment)
+    .bind(checkpoint.tx_id.to_string())
+    .bind(checkpoint.position)
+    .execute(pool)
+    .await?;
+    Ok(checkpoint)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ mod status;
 pub mod tail;
 pub mod testing;
 
-pub use leader::Leadership;
+pub use leader::{rebase, Leadership};
 pub use publisher::{Encoded, Pending, Publisher};
 pub use relay::{Observer, Outcome, Pipeline, Relay, RelayConfig, IN_FLIGHT};
 pub use status::RelayStatus;
@@ -34,4 +34,9 @@ pub enum RelayError {
     Broker(#[from] rdkafka::error::KafkaError),
     #[error("the leadership connection was lost: {0}")]
     LostLeadership(#[source] sqlx::Error),
+    #[error(
+        "the checkpoint (transaction {0}) is ahead of this cluster's transaction ids: the store was \
+         restored into a new cluster; rebase it with `chat4all relay rebase --after-position N`"
+    )]
+    CheckpointAhead(i64),
 }

@@ -6,7 +6,7 @@ use chat4all_platform::KafkaSettings;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::util::Timeout;
 
 use crate::envelope::{encode, key, traceparent};
@@ -44,8 +44,11 @@ impl Pending {
     ///
     /// # Errors
     /// The first record the broker did not take.
-    pub async fn acknowledged(self) -> Result<(), KafkaError> {
-        for outcome in join_all(self.deliveries).await {
+    pub async fn acknowledged(self, timeout: Duration) -> Result<(), KafkaError> {
+        let outcomes = tokio::time::timeout(timeout, join_all(self.deliveries))
+            .await
+            .map_err(|_| KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut))?;
+        for outcome in outcomes {
             match outcome {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => return Err(e),
@@ -60,6 +63,7 @@ impl Pending {
 pub struct Publisher {
     producer: FutureProducer,
     topic: String,
+    delivery_timeout: Duration,
 }
 
 impl Publisher {
@@ -85,13 +89,17 @@ impl Publisher {
             .set("compression.type", "zstd")
             .set("linger.ms", "2")
             .set("batch.num.messages", "10000")
-            .set(
-                "message.timeout.ms",
-                delivery_timeout.as_millis().to_string(),
-            )
+            // Never expire queued records: the gapless guarantee does not cover expiries, and an
+            // expired record followed by a delivered later one would put an aggregate's events
+            // out of order. The relay bounds the wait itself and then purges everything.
+            .set("message.timeout.ms", "0")
             .set("log_level", "3")
             .create()?;
-        Ok(Self { producer, topic })
+        Ok(Self {
+            producer,
+            topic,
+            delivery_timeout,
+        })
     }
 
     pub fn topic(&self) -> &str {
@@ -112,7 +120,10 @@ impl Publisher {
     /// The first delivery failure; the caller re-sends the whole batch.
     pub async fn publish(&self, events: &[StoredEvent]) -> Result<(), KafkaError> {
         let records: Vec<Encoded> = events.iter().map(Encoded::of).collect();
-        self.enqueue(&records).await?.acknowledged().await
+        self.enqueue(&records)
+            .await?
+            .acknowledged(self.delivery_timeout)
+            .await
     }
 
     /// Hands `records` to the producer in order, without waiting for the broker; the returned
@@ -163,6 +174,17 @@ impl Publisher {
     }
 
     /// Waits for everything enqueued to be delivered (on shutdown).
+    /// Drops everything queued or in flight, before the producer is abandoned after a failure:
+    /// nothing of it may reach the broker after the re-sent records.
+    pub fn purge(&self) {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+    }
+
+    pub fn delivery_timeout(&self) -> Duration {
+        self.delivery_timeout
+    }
+
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer.flush(Timeout::After(timeout)) {
             tracing::warn!("flushing the producer: {e}");

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::tail::held_back;
+use crate::tail::{checkpoint_ahead, held_back};
 use crate::{
     read_batch, Checkpoint, Encoded, Leadership, Pending, Publisher, RelayError, RelayStatus,
     StoredEvent,
@@ -20,7 +20,7 @@ use crate::{
 const CHANNEL: &str = "chat4all_events";
 /// First re-poll while committed events wait behind an open transaction; doubles up to the max.
 const HELD_BACK_FIRST: Duration = Duration::from_millis(2);
-const HELD_BACK_MAX: Duration = Duration::from_millis(100);
+const HELD_BACK_MAX: Duration = Duration::from_millis(50);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Batches read and sent ahead of the broker's acknowledgements.
@@ -87,6 +87,7 @@ impl Pipeline {
 
     /// Forgets everything not acknowledged (after a failure): it will be read and sent again.
     fn rewind(&mut self, publisher: Publisher) {
+        self.publisher.purge();
         self.in_flight.clear();
         self.read_to = self.checkpoint;
         self.publisher = publisher;
@@ -192,7 +193,10 @@ impl Relay {
         let Some(oldest) = pipeline.in_flight.pop_front() else {
             return Ok(Outcome::Idle { held_back: false });
         };
-        oldest.pending.acknowledged().await?;
+        oldest
+            .pending
+            .acknowledged(pipeline.publisher.delivery_timeout())
+            .await?;
         if let Some(observe) = &self.observer {
             observe(&oldest.events);
         }
@@ -217,6 +221,7 @@ impl Relay {
     }
 
     async fn relay_until(&self, stop: &CancellationToken) {
+        let mut backoff = Backoff::new();
         while !stop.is_cancelled() {
             self.status.set_leader(false);
             let Some(mut leadership) =
@@ -232,10 +237,15 @@ impl Relay {
                 Ok(()) => break,
                 Err(e) => {
                     self.status.error("leadership");
-                    tracing::warn!("relay stepped down: {e}");
+                    if matches!(e, RelayError::CheckpointAhead(_)) {
+                        tracing::error!("relay refuses to run: {e}");
+                    } else {
+                        tracing::warn!("relay stepped down: {e}");
+                    }
+                    let wait = backoff.wait();
                     tokio::select! {
                         () = stop.cancelled() => break,
-                        () = tokio::time::sleep(BACKOFF_FIRST) => {}
+                        () = tokio::time::sleep(wait) => {}
                     }
                 }
             }
@@ -260,7 +270,11 @@ impl Relay {
             leadership.confirm().await?;
         }
         backoff.reset();
-        let mut pipeline = Pipeline::new(self.publisher()?, leadership.checkpoint().await?);
+        let checkpoint = leadership.checkpoint().await?;
+        if checkpoint_ahead(&self.pool, checkpoint).await? {
+            return Err(RelayError::CheckpointAhead(checkpoint.tx_id));
+        }
+        let mut pipeline = Pipeline::new(self.publisher()?, checkpoint);
         self.status.set_checkpoint(pipeline.checkpoint());
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(CHANNEL).await?;
@@ -281,7 +295,9 @@ impl Relay {
                 }
             }
             if stop.is_cancelled() {
-                // Whatever is in flight gets its acknowledgements checkpointed before leaving.
+                // Whatever is in flight gets its acknowledgements checkpointed before leaving;
+                // nothing new is read.
+                pipeline.behind = false;
                 while !pipeline.in_flight.is_empty() {
                     if self.step(leadership, &mut pipeline).await.is_err() {
                         break;
@@ -290,7 +306,9 @@ impl Relay {
                 return Ok(());
             }
             wait = match self.step(leadership, &mut pipeline).await {
-                Ok(Outcome::Enqueued(_) | Outcome::Published(_)) => {
+                Ok(Outcome::Enqueued(_)) => Duration::ZERO,
+                Ok(Outcome::Published(_)) => {
+                    // Only an acknowledgement proves the broker is back; an enqueue does not.
                     backoff.reset();
                     held_back_wait = HELD_BACK_FIRST;
                     Duration::ZERO
@@ -304,7 +322,9 @@ impl Relay {
                     held_back_wait = HELD_BACK_FIRST;
                     self.config.idle_poll
                 }
-                Err(RelayError::LostLeadership(e)) => return Err(RelayError::LostLeadership(e)),
+                Err(e @ (RelayError::LostLeadership(_) | RelayError::CheckpointAhead(_))) => {
+                    return Err(e)
+                }
                 Err(RelayError::Broker(e)) => {
                     self.status.error("broker");
                     tracing::warn!(
@@ -341,6 +361,11 @@ async fn observe_periodically(pool: PgPool, status: Arc<RelayStatus>, stop: Canc
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        // A standby has nothing to lag behind; its figures would only raise false alarms.
+        if !status.is_leader() {
+            status.observed(0, 0.0, 0.0);
+            continue;
         }
         let checkpoint = status.checkpoint();
         let figures = sqlx::query_as::<_, (i64, f64, f64)>(include_str!("observe.sql"))

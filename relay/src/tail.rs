@@ -78,19 +78,38 @@ pub async fn read_batch(
         .await?)
 }
 
-/// Whether committed events after `after` are waiting behind a transaction that is still open:
-/// then the reader should look again soon, as no notification may come for them.
+/// Whether the reader should look again soon rather than wait for a notification: committed
+/// events after `after` wait behind a transaction that is still open, or a transaction is in
+/// flight that may commit without notifying.
 ///
 /// # Errors
 /// A database failure.
 pub async fn held_back(pool: &PgPool, after: Checkpoint) -> Result<bool, RelayError> {
+    // Committed events behind the horizon, or any transaction in flight: only one in-flight
+    // transaction at a time carries the insert notification, so one that commits after the
+    // carrier may never announce itself, and the reader must come back for it.
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM events \
           WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
-            AND tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+            AND tx_id >= pg_snapshot_xmin(pg_current_snapshot())) \
+         OR pg_snapshot_xmin(pg_current_snapshot()) <> pg_snapshot_xmax(pg_current_snapshot())",
     )
     .bind(after.tx_id.to_string())
     .bind(after.position)
     .fetch_one(pool)
     .await?)
+}
+
+/// Whether `checkpoint` names a transaction id this cluster has not reached: the store was
+/// restored from a logical dump into a new cluster, and reading on would skip every new event.
+///
+/// # Errors
+/// A database failure.
+pub async fn checkpoint_ahead(pool: &PgPool, checkpoint: Checkpoint) -> Result<bool, RelayError> {
+    Ok(
+        sqlx::query_scalar("SELECT $1::text::xid8 >= pg_snapshot_xmax(pg_current_snapshot())")
+            .bind(checkpoint.tx_id.to_string())
+            .fetch_one(pool)
+            .await?,
+    )
 }

@@ -120,7 +120,7 @@ pub async fn run(settings: &Settings, args: RelayArgs) -> anyhow::Result<()> {
         pending.push(publisher.enqueue(chunk).await?);
     }
     for batch in pending {
-        batch.acknowledged().await?;
+        batch.acknowledged(Duration::from_secs(60)).await?;
     }
     let limit = records.len() as f64 / started.elapsed().as_secs_f64();
     println!("limit: {limit:.0} events/s (raw production of the same records)");

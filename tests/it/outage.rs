@@ -190,10 +190,12 @@ async fn the_api_does_not_notice_a_broker_outage_and_the_relay_catches_up() {
     let (p50_before, p50_during) = (percentile(&mut before, 0.5), percentile(&mut during, 0.5));
     let (p99_before, p99_during) = (percentile(&mut before, 0.99), percentile(&mut during, 0.99));
     println!("send latency p50 {p50_before:?} -> {p50_during:?} during the outage, p99 {p99_before:?} -> {p99_during:?}");
-    // Commands never wait for the broker: were they to, each would take the delivery timeout.
+    // Commands never wait for the broker. Were they to, each would take up to the delivery
+    // timeout; the bound is generous so that only waiting on the broker can break it.
+    let bound = (p99_before * 20).max(Duration::from_millis(300));
     assert!(
-        p99_during < Duration::from_secs(2),
-        "sends waited on the broker: p99 {p99_during:?}"
+        p99_during < bound,
+        "sends waited on the broker: p99 {p99_before:?} -> {p99_during:?}"
     );
 
     let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
@@ -221,6 +223,23 @@ async fn the_api_does_not_notice_a_broker_outage_and_the_relay_catches_up() {
         distinct.len(),
         usize::try_from(expected).unwrap(),
         "nothing was lost"
+    );
+    // One conversation, one partition: its events appear in the order they were stored (re-sent
+    // ones only after a prefix of that same order).
+    let mut seen = std::collections::HashSet::new();
+    let mut by_offset: Vec<(i64, i64)> = records
+        .iter()
+        .map(|r| (r.offset, r.envelope["position"].as_i64().unwrap()))
+        .collect();
+    by_offset.sort_unstable();
+    let firsts: Vec<i64> = by_offset
+        .into_iter()
+        .map(|(_, position)| position)
+        .filter(|position| seen.insert(*position))
+        .collect();
+    assert!(
+        firsts.windows(2).all(|w| w[0] < w[1]),
+        "the conversation's events are out of order"
     );
     stop.cancel();
     relay.await.unwrap();

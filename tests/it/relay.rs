@@ -155,9 +155,19 @@ async fn a_relay_killed_mid_stream_resumes_without_losing_anything() {
     let mut relay = spawn_relay(&env);
     until_checkpoint_passes(&pool, &prefix, 300).await;
     relay.crash();
+    let at_crash = checkpoint(&pool, &prefix).await;
     let mut relay = spawn_relay(&env);
     writing.await.unwrap();
     let expected = event_count(&pool).await;
+    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        at_crash < last,
+        "the crash came after everything was published; it proves nothing"
+    );
+    until_checkpoint_passes(&pool, &prefix, last - 1).await;
 
     let (records, distinct) = read_back(&format!("{prefix}.events.v1"), expected).await;
     assert_eq!(
@@ -210,7 +220,18 @@ async fn a_standby_takes_over_within_ten_seconds_of_the_leaders_death() {
         "the standby did not take over within 10 s"
     );
     let took_over = died.elapsed();
+    let at_takeover = checkpoint(&pool, &prefix).await;
     writing.await.unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        at_takeover < last,
+        "the leader died after publishing everything; it proves nothing"
+    );
+    // The standby, now leading, is the one that publishes the rest.
+    until_checkpoint_passes(&pool, &prefix, last - 1).await;
     let expected = event_count(&pool).await;
     let (_, distinct) = read_back(&format!("{prefix}.events.v1"), expected).await;
     assert_eq!(

@@ -43,7 +43,17 @@ impl RunningRelay {
         bootstrap: &str,
         batch_size: i64,
     ) -> Self {
-        let prefix = unique_prefix();
+        Self::start_as(pool, options, bootstrap, batch_size, &unique_prefix())
+    }
+
+    pub fn start_as(
+        pool: &PgPool,
+        options: &PgConnectOptions,
+        bootstrap: &str,
+        batch_size: i64,
+        prefix: &str,
+    ) -> Self {
+        let prefix = prefix.to_owned();
         let topic = format!("{prefix}.events.v1");
         let relay = Relay::new(
             pool.clone(),

@@ -59,6 +59,32 @@ async fn send(service: &CommandService, conversation: ConversationId, text: Stri
         .unwrap();
 }
 
+/// Asserts that every partition holds its events in the store's `(tx_id, global_position)` order,
+/// so each conversation (one partition) reads in the order the relay read.
+async fn assert_store_order(pool: &sqlx::PgPool, records: &[Record]) {
+    let order: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM events ORDER BY tx_id, global_position")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let rank: HashMap<i64, usize> = order.into_iter().enumerate().map(|(i, p)| (p, i)).collect();
+    let mut by_partition: HashMap<i32, Vec<&Record>> = HashMap::new();
+    for r in records {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    for (partition, mut list) in by_partition {
+        list.sort_by_key(|r| r.offset);
+        let ranks: Vec<usize> = list
+            .iter()
+            .map(|r| rank[&r.envelope["position"].as_i64().unwrap()])
+            .collect();
+        assert!(
+            ranks.windows(2).all(|w| w[0] < w[1]),
+            "partition {partition} is not in the store's order"
+        );
+    }
+}
+
 /// Asserts exactly-once, per-aggregate order and one partition per conversation.
 fn assert_faithful(records: &[Record], expected: usize) {
     let identities: HashSet<_> = records.iter().map(Record::identity).collect();
@@ -120,10 +146,11 @@ async fn concurrent_writers_and_held_transactions_reach_the_topic_exactly_once_i
         let (options, conversation) = (options.clone(), conversation.to_string());
         tasks.push(tokio::spawn(async move {
             let mut conn = PgConnection::connect_with(&options).await.unwrap();
+            // One stream per holder, appended to across transactions.
+            let stream = format!("acme:held-{holder}");
             for round in 0..3 {
                 let mut tx = conn.begin().await.unwrap();
-                let stream = format!("acme:held-{holder}-{round}");
-                for sequence in 1..=5 {
+                for sequence in round * 5 + 1..=round * 5 + 5 {
                     insert_event(&mut tx, &stream, sequence, &conversation).await;
                 }
                 tokio::time::sleep(Duration::from_millis(150)).await;
@@ -143,6 +170,7 @@ async fn concurrent_writers_and_held_transactions_reach_the_topic_exactly_once_i
 
     let records = consume(&bootstrap, &relay.topic, expected, Duration::from_secs(60)).await;
     assert_faithful(&records, expected);
+    assert_store_order(&pool, &records).await;
     let any = &records[0];
     assert_eq!(any.headers["content-type"], "application/json");
     assert_eq!(
@@ -198,5 +226,55 @@ async fn an_open_transaction_stalls_the_relay_only_while_open_and_shows_in_its_f
     .await;
     let records = consume(&bootstrap, &relay.topic, 2, Duration::from_secs(30)).await;
     assert_faithful(&records, 2);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_from_another_cluster_is_refused_until_rebased() {
+    let (options, pool) = fresh_database().await;
+    let bootstrap = default_bootstrap();
+    let service = CommandService::new(pool.clone(), Limits::default());
+    let conversation = conversation(&service).await;
+    send(&service, conversation, "before the restore".to_owned()).await;
+    // As after a logical restore into a new cluster: the checkpoint names transaction ids this
+    // cluster has not reached.
+    let prefix = crate::helpers::unique_prefix();
+    sqlx::query("INSERT INTO relay_checkpoints (deployment, tx_id, position) VALUES ($1, '1099511627776'::xid8, 2)")
+        .bind(&prefix)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let relay = RunningRelay::start_as(&pool, &options, &bootstrap, 100, &prefix);
+    let status = relay.status.clone();
+    eventually("the refusal to show", Duration::from_secs(20), || {
+        status.errors() >= 1
+    })
+    .await;
+    send(&service, conversation, "after the restore".to_owned()).await;
+    assert_eq!(
+        status.published(),
+        0,
+        "nothing was published past a foreign checkpoint"
+    );
+
+    let first: i64 = sqlx::query_scalar(
+        "SELECT min(global_position) FROM events WHERE aggregate_type = 'Message'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    chat4all_relay::rebase(&pool, &prefix, first).await.unwrap();
+    eventually(
+        "the relay to resume after the rebase",
+        Duration::from_secs(30),
+        || status.published() == 1,
+    )
+    .await;
+    let records = consume(&bootstrap, &relay.topic, 1, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].envelope["payload"]["MessageSent"]["content"]["text"],
+        "after the restore"
+    );
     relay.stop().await;
 }
