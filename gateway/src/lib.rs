@@ -34,6 +34,7 @@ const KEY_REFRESH: Duration = Duration::from_secs(60);
 /// Everything a request handler may use.
 pub struct AppState {
     pub commands: CommandService,
+    pub queries: chat4all_projections::Queries,
     /// Bounds concurrent client secret checks (see `routes::auth`).
     pub secret_checks: tokio::sync::Semaphore,
     pub tokens: TokenService,
@@ -81,6 +82,7 @@ impl Application {
             addr,
             state: Arc::new(AppState {
                 commands,
+                queries: chat4all_projections::Queries::new(pool.clone()),
                 secret_checks: tokio::sync::Semaphore::new(routes::MAX_SECRET_CHECKS),
                 tokens,
                 pool,

@@ -40,6 +40,9 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// Set for 401s: the `WWW-Authenticate` challenge.
     pub challenge: Option<String>,
+    /// Further headers (e.g. `X-Projection-Position` on query errors); boxed, being rare, to
+    /// keep the error small.
+    pub headers: Option<Box<Vec<(&'static str, HeaderValue)>>>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -53,7 +56,16 @@ impl ApiError {
             errors: Vec::new(),
             retry_after: None,
             challenge: None,
+            headers: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_header(mut self, name: &'static str, value: HeaderValue) -> Self {
+        self.headers
+            .get_or_insert_with(Box::default)
+            .push((name, value));
+        self
     }
 
     pub fn validation(errors: Vec<FieldError>) -> Self {
@@ -131,6 +143,9 @@ impl ApiError {
         }
         if let Some(secs) = self.retry_after {
             insert_header(&mut response, header::RETRY_AFTER, &secs.to_string());
+        }
+        for (name, value) in self.headers.into_iter().flat_map(|h| *h) {
+            response.headers_mut().insert(name, value);
         }
         response
     }

@@ -10,9 +10,11 @@
 
 pub mod apply;
 pub mod projector;
+pub mod queries;
 
 pub use apply::{apply, Notification, ProjectedEvent};
 pub use projector::{Projector, ProjectorConfig, ProjectorStatus, Record, PROJECTION};
+pub use queries::{ListCursor, MessagesFrom, Page, Queries};
 
 /// Failures of projecting; none loses an event: the batch is retried.
 #[derive(Debug, thiserror::Error)]

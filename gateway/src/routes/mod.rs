@@ -7,6 +7,7 @@ pub use auth::MAX_SECRET_CHECKS;
 mod conversations;
 mod messages;
 mod ops;
+mod queries;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,7 +36,10 @@ pub(crate) fn answer(
 pub fn all(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
-    let v1 = conversations::routes(state.clone()).or(messages::routes(state.clone()));
+    let v1 = conversations::routes(state.clone())
+        .or(messages::routes(state.clone()))
+        .unify()
+        .or(queries::routes(state.clone()));
     ops::routes(state.clone())
         .or(auth::routes(state))
         .unify()

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub base: String,
+    pipeline: Option<tokio::task::JoinHandle<()>>,
     database_url: String,
     pub pool: PgPool,
     pub http: reqwest::Client,
@@ -22,6 +23,9 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.abort();
+        }
     }
 }
 
@@ -103,6 +107,60 @@ impl TestApp {
         Self::start(options.to_url_lossy().to_string(), pool).await
     }
 
+    /// A gateway with the rest of the engine behind it: a relay and a projector on the test
+    /// broker, under a deployment prefix of their own.
+    pub async fn spawn_with_pipeline() -> Self {
+        let mut app = Self::spawn().await;
+        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        let kafka = chat4all_platform::KafkaSettings {
+            bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+                .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
+            partitions: 4,
+            replication_factor: 1,
+        };
+        let topic = chat4all_platform::KafkaSettings::events_topic(&prefix);
+        let options: sqlx::postgres::PgConnectOptions = app.database_url.parse().unwrap();
+        let relay = chat4all_relay::Relay::new(
+            app.pool.clone(),
+            options,
+            chat4all_relay::RelayConfig {
+                deployment: prefix.clone(),
+                topic: topic.clone(),
+                kafka: kafka.clone(),
+                batch_size: 500,
+                idle_poll: std::time::Duration::from_millis(200),
+                delivery_timeout: std::time::Duration::from_secs(10),
+            },
+        );
+        let projector = chat4all_projections::Projector::new(
+            app.pool.clone(),
+            chat4all_projections::ProjectorConfig {
+                topic,
+                group_id: format!("{prefix}-projections"),
+                channel_prefix: prefix,
+                kafka,
+            },
+            None,
+        );
+        let stop = app.stop.clone();
+        app.pipeline = Some(tokio::spawn(async move {
+            tokio::join!(relay.run(stop.clone()), projector.run(stop));
+        }));
+        app
+    }
+
+    pub async fn get_as(&self, path: &str, token: &str) -> Answer {
+        Answer::from(
+            self.http
+                .get(self.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
     /// Another gateway instance on the same database, as in a scaled-out deployment.
     pub async fn another_instance(&self) -> Self {
         Self::start(self.database_url.clone(), self.pool.clone()).await
@@ -128,6 +186,7 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped(stop.clone()));
         Self {
             base,
+            pipeline: None,
             database_url: url,
             pool,
             http: reqwest::Client::new(),

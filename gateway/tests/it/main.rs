@@ -8,4 +8,5 @@ mod helpers;
 mod membership;
 mod messages;
 mod ops;
+mod queries;
 mod status;
