@@ -45,6 +45,12 @@ enum Command {
     },
     /// Run a projector only (Kafka to read models); several share the topic's partitions.
     Project,
+    /// Rebuild read models from the event store and swap them in, while the projector runs.
+    Replay {
+        /// The projection to rebuild: `read_models` (every query model) or `all`.
+        #[arg(long)]
+        projection: String,
+    },
     /// Manage OAuth clients.
     Clients {
         #[command(subcommand)]
@@ -131,6 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => clients_create(&settings, &tenant, &user, &scopes, json).await,
         Command::Bench { scenario } => crate::bench::run(&settings, scenario).await,
+        Command::Replay { projection } => replay(&settings, &projection).await,
     }
 }
 
@@ -194,6 +201,29 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
     relay.await?;
     projector.await?;
     result
+}
+
+async fn replay(settings: &Settings, projection: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(projection, "all" | "read_models"),
+        "--projection: unknown projection {projection:?} (known: read_models, all)"
+    );
+    let pool = settings.database.connect().await?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    let applied = chat4all_projections::replay::rebuild(&pool, |p| {
+        bar.set_length(p.total.max(p.applied));
+        bar.set_position(p.applied);
+    })
+    .await?;
+    bar.finish();
+    println!("rebuilt the read models from {applied} events and swapped them in");
+    Ok(())
 }
 
 async fn clients_create(

@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod projector;
 pub mod queries;
+pub mod replay;
 
 pub use apply::{apply, Notification, ProjectedEvent};
 pub use projector::{Projector, ProjectorConfig, ProjectorStatus, Record, PROJECTION};

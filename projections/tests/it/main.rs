@@ -3,3 +3,4 @@
 
 mod apply;
 mod projector;
+mod replay;

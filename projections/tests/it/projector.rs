@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::{ctx, project_all, send, snapshot};
 
-fn kafka() -> KafkaSettings {
+pub fn kafka() -> KafkaSettings {
     KafkaSettings {
         bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS")
             .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
@@ -26,7 +26,7 @@ fn kafka() -> KafkaSettings {
     }
 }
 
-fn projector(
+pub fn projector(
     pool: &PgPool,
     prefix: &str,
     redis: Option<redis::aio::ConnectionManager>,

@@ -1,0 +1,127 @@
+//! A rebuild from the store, while messages keep coming and the projector keeps running, loses
+//! nothing and ends equal to the live model.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat4all_commands::testing::fresh_database;
+use chat4all_commands::{CommandService, CreateConversationRequest, Limits};
+use chat4all_domain::conversation::ConversationKind;
+use chat4all_domain::UserId;
+use chat4all_platform::KafkaSettings;
+use chat4all_relay::{Relay, RelayConfig};
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{ctx, project_all, send, snapshot};
+use crate::projector::{kafka, projector};
+
+#[tokio::test]
+async fn a_replay_during_traffic_loses_nothing_and_equals_the_live_model() {
+    let (options, pool) = fresh_database().await;
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let stop = CancellationToken::new();
+    let relay = Relay::new(
+        pool.clone(),
+        options,
+        RelayConfig {
+            deployment: prefix.clone(),
+            topic: KafkaSettings::events_topic(&prefix),
+            kafka: kafka(),
+            batch_size: 100,
+            idle_poll: Duration::from_millis(200),
+            delivery_timeout: Duration::from_secs(5),
+        },
+    );
+    let relay = tokio::spawn(relay.run(stop.clone()));
+    let live = projector(&pool, &prefix, None);
+    let status = live.status();
+    let live = tokio::spawn(live.run(stop.clone()));
+
+    let service = Arc::new(CommandService::new(pool.clone(), Limits::default()));
+    let request = CreateConversationRequest {
+        conversation_id: None,
+        kind: ConversationKind::Group,
+        members: ["alice", "bob", "carol"]
+            .map(|u| UserId::parse(u).unwrap())
+            .to_vec(),
+        name: None,
+        description: None,
+        metadata: None,
+    };
+    let conversation = service
+        .create_conversation(&ctx("alice"), request, Utc::now())
+        .await
+        .unwrap()
+        .conversation
+        .conversation_id;
+    let sending = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                send(
+                    &service,
+                    ["alice", "bob", "carol"][i % 3],
+                    conversation,
+                    &format!("m{i}"),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Replay twice while the traffic flows.
+    let mut reports = 0;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        chat4all_projections::replay::rebuild(&pool, |_| reports += 1)
+            .await
+            .unwrap();
+    }
+    sending.await.unwrap();
+    assert!(reports > 0, "progress was reported");
+
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_messages")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if messages == 60 && status.applied() >= u64::try_from(events).unwrap() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live model did not catch up: {messages} messages"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    relay.await.unwrap();
+    live.await.unwrap();
+
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM rm_messages ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs,
+        (1..=60).collect::<Vec<_>>(),
+        "nothing lost, nothing counted twice"
+    );
+    let live_model = snapshot(&pool).await;
+    sqlx::query("TRUNCATE rm_conversations, rm_members, rm_messages, rm_message_history")
+        .execute(&pool)
+        .await
+        .unwrap();
+    project_all(&pool).await;
+    assert_eq!(
+        snapshot(&pool).await,
+        live_model,
+        "the model after replays equals one built from the store"
+    );
+}
