@@ -44,6 +44,24 @@ pub struct Notification {
     pub frame: Value,
 }
 
+/// A membership change goes to the conversation's subscribers and to the user's own, so that the
+/// user's sockets start or stop following the conversation.
+fn announce_membership(
+    notifications: &mut Vec<Notification>,
+    channel: &str,
+    user: &str,
+    frame: Value,
+) {
+    notifications.push(Notification {
+        channel: channel.to_owned(),
+        frame: frame.clone(),
+    });
+    notifications.push(Notification {
+        channel: format!("user:{user}"),
+        frame,
+    });
+}
+
 fn frame(kind: &str, at: DateTime<Utc>, data: Value) -> Value {
     json!({"type": kind, "timestamp": rfc3339(at), "data": data})
 }
@@ -176,14 +194,12 @@ async fn apply_conversation(
             let data = json!({"conversation_id": conversation, "tenant_id": tenant,
                               "user_id": joined.user_id, "added_by": joined.added_by});
             let announce = frame("conversation.member_joined", joined.joined_at, data);
-            notifications.push(Notification {
-                channel: channel.clone(),
-                frame: announce.clone(),
-            });
-            notifications.push(Notification {
-                channel: format!("user:{}", joined.user_id),
-                frame: announce,
-            });
+            announce_membership(
+                &mut notifications,
+                &channel,
+                joined.user_id.as_str(),
+                announce,
+            );
         }
         ConversationEvent::MemberLeft(left) => {
             sqlx::query("DELETE FROM rm_members WHERE tenant_id = $1 AND conversation_id = $2 AND user_id = $3")
@@ -195,14 +211,12 @@ async fn apply_conversation(
             let data = json!({"conversation_id": conversation, "tenant_id": tenant,
                               "user_id": left.user_id, "removed_by": left.removed_by});
             let announce = frame("conversation.member_left", left.left_at, data);
-            notifications.push(Notification {
-                channel: channel.clone(),
-                frame: announce.clone(),
-            });
-            notifications.push(Notification {
-                channel: format!("user:{}", left.user_id),
-                frame: announce,
-            });
+            announce_membership(
+                &mut notifications,
+                &channel,
+                left.user_id.as_str(),
+                announce,
+            );
         }
         ConversationEvent::ReadHorizonAdvanced(read) => {
             let up_to = i64::try_from(read.up_to_seq).unwrap_or(i64::MAX);
