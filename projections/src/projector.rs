@@ -9,11 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chat4all_platform::KafkaSettings;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{Connection, PgPool};
@@ -43,6 +46,25 @@ pub struct ProjectorStatus {
     applied: AtomicU64,
     skipped: AtomicU64,
     errors: AtomicU64,
+    beyond_end: AtomicU64,
+}
+
+/// Remembers the partitions each rebalance assigns, so the loop can seek them to the offsets
+/// stored with the read models.
+#[derive(Default)]
+pub struct AssignmentContext {
+    assigned: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for AssignmentContext {}
+
+impl ConsumerContext for AssignmentContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
+            assigned.extend(partitions.elements().iter().map(|e| e.partition()));
+        }
+    }
 }
 
 impl ProjectorStatus {
@@ -58,6 +80,12 @@ impl ProjectorStatus {
 
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Partitions whose stored offset lies beyond the end of the topic: the topic was deleted and
+    /// recreated under the read models, which then wait for offsets that will never come.
+    pub fn beyond_end(&self) -> u64 {
+        self.beyond_end.load(Ordering::Relaxed)
     }
 }
 
@@ -169,7 +197,55 @@ impl Projector {
         }
     }
 
-    fn consumer(&self) -> Result<StreamConsumer, ProjectionError> {
+    /// Seeks newly assigned partitions to the offsets stored with the read models (Kafka's own
+    /// committed offsets may lag them), and says loudly when a stored offset is past the end.
+    async fn seek_assigned(&self, consumer: &StreamConsumer<AssignmentContext>) {
+        let newly: Vec<i32> = std::mem::take(
+            &mut *consumer
+                .context()
+                .assigned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for partition in newly {
+            let stored: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+                "SELECT next_offset FROM projection_offsets \
+                 WHERE projection = $1 AND topic = $2 AND kafka_partition = $3",
+            )
+            .bind(PROJECTION)
+            .bind(&self.config.topic)
+            .bind(partition)
+            .fetch_optional(&self.pool)
+            .await;
+            let Ok(Some(next)) = stored else { continue };
+            if let Ok((_, high)) =
+                consumer.fetch_watermarks(&self.config.topic, partition, Duration::from_secs(2))
+            {
+                if next > high {
+                    self.status.beyond_end.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("chat4all_projector_offsets_beyond_end_total").increment(1);
+                    tracing::error!(
+                        topic = %self.config.topic, partition, stored = next, end = high,
+                        "the read models are further along this partition than the topic holds: \
+                         was the topic recreated? Rebuild with `chat4all replay` and reset the offsets"
+                    );
+                    continue;
+                }
+            }
+            // Seeking right after an assignment can fail before fetching starts; records below
+            // the stored offset are skipped anyway, so a failed seek only costs re-reading.
+            if let Err(e) = consumer.seek(
+                &self.config.topic,
+                partition,
+                Offset::Offset(next),
+                Duration::from_secs(1),
+            ) {
+                tracing::debug!(partition, "seeking to the stored offset failed: {e}");
+            }
+        }
+    }
+
+    fn consumer(&self) -> Result<StreamConsumer<AssignmentContext>, ProjectionError> {
         Ok(self
             .config
             .kafka
@@ -179,7 +255,7 @@ impl Projector {
             .set("auto.offset.reset", "earliest")
             .set("topic.metadata.refresh.interval.ms", "10000")
             .set("log_level", "3")
-            .create()?)
+            .create_with_context(AssignmentContext::default())?)
     }
 
     /// Consumes and applies until `stop`.
@@ -211,6 +287,7 @@ impl Projector {
                 () = stop.cancelled() => break,
                 received = consumer.recv() => received,
             };
+            self.seek_assigned(&consumer).await;
             let mut batch: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
             let mut take = |m: &rdkafka::message::BorrowedMessage<'_>| {
                 batch.entry(m.partition()).or_default().push(Record {

@@ -210,3 +210,69 @@ async fn records_below_the_stored_offset_take_no_effect() {
         .unwrap();
     assert_eq!(next, 10);
 }
+
+#[tokio::test]
+async fn stored_offsets_past_the_end_of_a_recreated_topic_are_reported() {
+    let (options, pool) = fresh_database().await;
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let topic = KafkaSettings::events_topic(&prefix);
+    let stop = CancellationToken::new();
+    let relay = Relay::new(
+        pool.clone(),
+        options,
+        RelayConfig {
+            deployment: prefix.clone(),
+            topic: topic.clone(),
+            kafka: kafka(),
+            batch_size: 100,
+            idle_poll: Duration::from_millis(200),
+            delivery_timeout: Duration::from_secs(5),
+        },
+    );
+    let relay = tokio::spawn(relay.run(stop.clone()));
+    let service = CommandService::new(pool.clone(), Limits::default());
+    let request = CreateConversationRequest {
+        conversation_id: None,
+        kind: ConversationKind::Private,
+        members: ["alice", "bob"].map(|u| UserId::parse(u).unwrap()).to_vec(),
+        name: None,
+        description: None,
+        metadata: None,
+    };
+    service
+        .create_conversation(&ctx("alice"), request, Utc::now())
+        .await
+        .unwrap();
+    // The read models believe they are far along every partition, as after the topic was
+    // deleted and created again underneath them.
+    for partition in 0..4 {
+        sqlx::query("INSERT INTO projection_offsets (projection, topic, kafka_partition, next_offset) VALUES ('read_models', $1, $2, 1000000)")
+            .bind(&topic)
+            .bind(partition)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let live = projector(&pool, &prefix, None);
+    let status = live.status();
+    let live = tokio::spawn(live.run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status.beyond_end() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the impossible offsets went unnoticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let conversations: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_conversations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        conversations, 0,
+        "nothing below the stored offsets was applied"
+    );
+    stop.cancel();
+    relay.await.unwrap();
+    live.await.unwrap();
+}
