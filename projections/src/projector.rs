@@ -254,6 +254,9 @@ impl Projector {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("topic.metadata.refresh.interval.ms", "10000")
+            // A projector that dies hands its partitions over after this long, not the default 45 s.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "2000")
             .set("log_level", "3")
             .create_with_context(AssignmentContext::default())?)
     }
