@@ -2,6 +2,7 @@
 //! machine it runs on, and reports their ratio, so figures compare across machines.
 
 mod ingest;
+mod queries;
 mod relay;
 
 use chat4all_platform::Settings;
@@ -16,12 +17,15 @@ pub enum Scenario {
     /// Relay throughput on a backlog against raw production of the same records, and
     /// commit-to-acknowledgement latency at a steady rate.
     Relay(relay::RelayArgs),
+    /// Query latency through the HTTP API on large read models.
+    Queries(queries::QueriesArgs),
 }
 
 pub async fn run(settings: &Settings, scenario: Scenario) -> anyhow::Result<()> {
     match scenario {
         Scenario::Ingest(args) => ingest::run(settings, args).await,
         Scenario::Relay(args) => relay::run(settings, args).await,
+        Scenario::Queries(args) => queries::run(settings, args).await,
     }
 }
 
