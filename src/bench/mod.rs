@@ -4,6 +4,7 @@
 mod ingest;
 mod queries;
 mod relay;
+mod replay;
 
 use chat4all_platform::Settings;
 use clap::Subcommand;
@@ -19,6 +20,8 @@ pub enum Scenario {
     Relay(relay::RelayArgs),
     /// Query latency through the HTTP API on large read models.
     Queries(queries::QueriesArgs),
+    /// Rebuilding the read models from the store against a sequential read of the same events.
+    Replay(replay::ReplayArgs),
 }
 
 pub async fn run(settings: &Settings, scenario: Scenario) -> anyhow::Result<()> {
@@ -26,6 +29,7 @@ pub async fn run(settings: &Settings, scenario: Scenario) -> anyhow::Result<()> 
         Scenario::Ingest(args) => ingest::run(settings, args).await,
         Scenario::Relay(args) => relay::run(settings, args).await,
         Scenario::Queries(args) => queries::run(settings, args).await,
+        Scenario::Replay(args) => replay::run(settings, args).await,
     }
 }
 
