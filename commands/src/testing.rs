@@ -151,3 +151,18 @@ pub async fn fresh_database() -> (PgConnectOptions, PgPool) {
         .unwrap_or_else(|e| panic!("{e}"));
     (options, pool)
 }
+
+/// A command context for `user` of tenant `acme`, as tests need one.
+///
+/// # Panics
+/// When `user` is not a valid user id.
+pub fn context(user: &str) -> crate::CommandContext {
+    crate::CommandContext {
+        tenant: chat4all_domain::TenantId::parse("acme").unwrap_or_else(|e| panic!("{e}")),
+        actor: chat4all_domain::UserId::parse(user).unwrap_or_else(|e| panic!("{user}: {e}")),
+        is_admin: false,
+        trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
+        correlation_id: "test-correlation".to_owned(),
+        causation_id: "test-request".to_owned(),
+    }
+}

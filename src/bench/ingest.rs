@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use chat4all_domain::{TenantId, UserId};
-use chat4all_gateway::auth::{create_client, Scope};
+use chat4all_gateway::auth::Scope;
 use chat4all_gateway::Application;
 use chat4all_platform::{Secret, Settings};
 use hdrhistogram::Histogram;
@@ -69,32 +68,10 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
 
     let http = reqwest::Client::new();
     let pool = settings.database.connect().await?;
-    let tenant = TenantId::parse("bench")?;
     let mut tokens = Vec::new();
     for user in USERS {
-        let client = create_client(
-            &pool,
-            &tenant,
-            &UserId::parse(user)?,
-            &[Scope::Read, Scope::Write],
-        )
-        .await?;
-        let answer: serde_json::Value = http
-            .post(format!("{base_url}/auth/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client.client_id.as_str()),
-                ("client_secret", client.client_secret.as_str()),
-            ])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = answer["access_token"]
-            .as_str()
-            .context("no access_token")?
-            .to_owned();
+        let token =
+            super::token(&http, &base_url, &pool, user, &[Scope::Read, Scope::Write]).await?;
         tokens.push(token);
     }
     let mut conversations = Vec::new();

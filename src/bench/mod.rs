@@ -71,3 +71,38 @@ pub async fn drop_database(base: &PgConnectOptions, name: &str) -> anyhow::Resul
         .await?;
     Ok(())
 }
+
+/// Registers a client for `user` of tenant `bench` and returns an access token from the running
+/// gateway at `base_url`, as a load generator's user would obtain one.
+pub async fn token(
+    http: &reqwest::Client,
+    base_url: &str,
+    pool: &sqlx::PgPool,
+    user: &str,
+    scopes: &[chat4all_gateway::auth::Scope],
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let client = chat4all_gateway::auth::create_client(
+        pool,
+        &chat4all_domain::TenantId::parse("bench")?,
+        &chat4all_domain::UserId::parse(user)?,
+        scopes,
+    )
+    .await?;
+    let answer: serde_json::Value = http
+        .post(format!("{base_url}/auth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client.client_id.as_str()),
+            ("client_secret", client.client_secret.as_str()),
+        ])
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(answer["access_token"]
+        .as_str()
+        .context("the token endpoint answered without an access_token")?
+        .to_owned())
+}

@@ -5,9 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
-use chat4all_domain::{TenantId, UserId};
-use chat4all_gateway::auth::{create_client, Scope};
+use chat4all_gateway::auth::Scope;
 use chat4all_gateway::Application;
 use chat4all_platform::{Secret, Settings};
 use hdrhistogram::Histogram;
@@ -56,29 +54,7 @@ pub async fn run(settings: &Settings, args: QueriesArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(stop.clone()));
     let http = reqwest::Client::new();
-    let client = create_client(
-        &pool,
-        &TenantId::parse("bench")?,
-        &UserId::parse("alice")?,
-        &[Scope::Read],
-    )
-    .await?;
-    let token: serde_json::Value = http
-        .post(format!("{base_url}/auth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client.client_id.as_str()),
-            ("client_secret", client.client_secret.as_str()),
-        ])
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let token = token["access_token"]
-        .as_str()
-        .context("no token")?
-        .to_owned();
+    let token = super::token(&http, &base_url, &pool, "alice", &[Scope::Read]).await?;
 
     let mut results = Vec::new();
     for (name, path) in [

@@ -10,7 +10,7 @@ use chat4all_commands::{
 };
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::MessageContent;
-use chat4all_domain::{ConversationId, TenantId, UserId};
+use chat4all_domain::{ConversationId, UserId};
 use chat4all_relay::testing::{consume, Record};
 use chrono::Utc;
 use sqlx::{ConnectOptions, PgPool};
@@ -24,14 +24,7 @@ fn bootstrap() -> String {
 }
 
 fn ctx() -> CommandContext {
-    CommandContext {
-        tenant: TenantId::parse("acme").unwrap(),
-        actor: UserId::parse("alice").unwrap(),
-        is_admin: false,
-        trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
-        correlation_id: "c".to_owned(),
-        causation_id: "r".to_owned(),
-    }
+    chat4all_commands::testing::context("alice")
 }
 
 /// Writers sending messages into a few conversations until `total` messages are sent.

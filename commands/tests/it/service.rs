@@ -7,18 +7,11 @@ use chat4all_commands::{
 };
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::{MessageContent, MessageError};
-use chat4all_domain::{MessageId, TenantId, UserId};
+use chat4all_domain::{MessageId, UserId};
 use chrono::Utc;
 
 fn ctx(user: &str) -> CommandContext {
-    CommandContext {
-        tenant: TenantId::parse("acme").unwrap(),
-        actor: UserId::parse(user).unwrap(),
-        is_admin: false,
-        trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
-        correlation_id: "c".to_owned(),
-        causation_id: "r".to_owned(),
-    }
+    chat4all_commands::testing::context(user)
 }
 
 async fn group(service: &CommandService) -> chat4all_domain::ConversationId {

@@ -7,21 +7,14 @@ use chat4all_commands::{
 };
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::{MessageContent, RecipientStatus};
-use chat4all_domain::{ConversationId, MessageId, TenantId, UserId};
+use chat4all_domain::{ConversationId, MessageId, UserId};
 use chat4all_projections::{apply, Notification, ProjectedEvent};
 use chat4all_relay::{read_batch, Checkpoint};
 use chrono::Utc;
 use sqlx::{Connection, PgPool};
 
 pub fn ctx(user: &str) -> CommandContext {
-    CommandContext {
-        tenant: TenantId::parse("acme").unwrap(),
-        actor: UserId::parse(user).unwrap(),
-        is_admin: false,
-        trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
-        correlation_id: "c".to_owned(),
-        causation_id: "r".to_owned(),
-    }
+    chat4all_commands::testing::context(user)
 }
 
 pub async fn send(
