@@ -99,7 +99,8 @@ impl PersistedEventRepository for StoreRepository {
             .await
     }
 
-    /// Aggregates are rebuilt from their events only (see ARCHITECTURE.md on cqrs-es snapshots).
+    /// Aggregates are rebuilt from their events here: cqrs-es 0.5's snapshot store applies a
+    /// command's events twice when rebuilding, so long streams use our own snapshots instead.
     async fn get_snapshot<A: Aggregate>(
         &self,
         _aggregate_id: &str,

@@ -1,6 +1,6 @@
 //! The record every event becomes on the topic: a JSON envelope, keyed by conversation.
 //!
-//! Envelope value (ARCHITECTURE.md): `{position, aggregate_type, aggregate_id, sequence,
+//! Envelope value: `{position, aggregate_type, aggregate_id, sequence,
 //! event_type, event_version, tenant_id, conversation_id, occurred_at, payload, metadata, hash}`,
 //! with `payload` and `metadata` exactly as stored and `hash` in hex.
 

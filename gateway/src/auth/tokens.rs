@@ -67,7 +67,8 @@ impl Scope {
     }
 }
 
-/// The claims of an access JWT (API.md).
+/// The claims of an access JWT: `iss`, `aud`, `sub` (the user), `tenant_id`, `client_id`,
+/// `scope` (space-separated), `iat`, `nbf`, `exp`, `jti`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     pub iss: String,
