@@ -257,6 +257,9 @@ impl Projector {
             // A projector that dies hands its partitions over after this long, not the default 45 s.
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
+            // How long a rebalance waits for every member to rejoin; a member that died just
+            // before one must not hold the whole group for the default five minutes.
+            .set("max.poll.interval.ms", "30000")
             .set("log_level", "3")
             .create_with_context(AssignmentContext::default())?)
     }
