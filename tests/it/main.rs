@@ -4,5 +4,4 @@
 mod cli;
 mod outage;
 mod process;
-mod projector;
 mod relay;
