@@ -166,3 +166,31 @@ pub fn context(user: &str) -> crate::CommandContext {
         causation_id: "test-request".to_owned(),
     }
 }
+
+/// Creates a conversation of `kind` with `members` (the first is the creator) in tenant `acme`.
+///
+/// # Panics
+/// When the store refuses it.
+pub async fn create_conversation(
+    service: &crate::CommandService,
+    kind: chat4all_domain::conversation::ConversationKind,
+    members: &[&str],
+) -> chat4all_domain::ConversationId {
+    let request = crate::CreateConversationRequest {
+        conversation_id: None,
+        kind,
+        members: members
+            .iter()
+            .map(|u| chat4all_domain::UserId::parse(u).unwrap_or_else(|e| panic!("{u}: {e}")))
+            .collect(),
+        name: None,
+        description: None,
+        metadata: None,
+    };
+    service
+        .create_conversation(&context(members[0]), request, chrono::Utc::now())
+        .await
+        .unwrap_or_else(|e| panic!("creating a conversation: {e}"))
+        .conversation
+        .conversation_id
+}

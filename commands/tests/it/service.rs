@@ -1,10 +1,7 @@
 //! The command service against the real store: concurrency, retries and answers.
 
 use chat4all_commands::testing::fresh_database;
-use chat4all_commands::{
-    CommandContext, CommandError, CommandService, CreateConversationRequest, Limits,
-    SendMessageRequest,
-};
+use chat4all_commands::{CommandContext, CommandError, CommandService, Limits, SendMessageRequest};
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::{MessageContent, MessageError};
 use chat4all_domain::{MessageId, UserId};
@@ -15,22 +12,12 @@ fn ctx(user: &str) -> CommandContext {
 }
 
 async fn group(service: &CommandService) -> chat4all_domain::ConversationId {
-    let request = CreateConversationRequest {
-        conversation_id: None,
-        kind: ConversationKind::Group,
-        members: ["alice", "bob", "carol"]
-            .map(|u| UserId::parse(u).unwrap())
-            .to_vec(),
-        name: None,
-        description: None,
-        metadata: None,
-    };
-    service
-        .create_conversation(&ctx("alice"), request, Utc::now())
-        .await
-        .unwrap()
-        .conversation
-        .conversation_id
+    chat4all_commands::testing::create_conversation(
+        service,
+        ConversationKind::Group,
+        &["alice", "bob", "carol"],
+    )
+    .await
 }
 
 fn text(

@@ -83,22 +83,12 @@ async fn events_flow_from_the_store_to_the_read_models_and_to_redis() {
     let live = tokio::spawn(live.run(stop.clone()));
 
     let service = CommandService::new(pool.clone(), Limits::default());
-    let request = CreateConversationRequest {
-        conversation_id: None,
-        kind: ConversationKind::Group,
-        members: ["alice", "bob", "carol"]
-            .map(|u| UserId::parse(u).unwrap())
-            .to_vec(),
-        name: None,
-        description: None,
-        metadata: None,
-    };
-    let conversation = service
-        .create_conversation(&ctx("alice"), request, Utc::now())
-        .await
-        .unwrap()
-        .conversation
-        .conversation_id;
+    let conversation = chat4all_commands::testing::create_conversation(
+        &service,
+        ConversationKind::Group,
+        &["alice", "bob", "carol"],
+    )
+    .await;
     let senders = ["alice", "bob", "carol"];
     for i in 0..30 {
         send(&service, senders[i % 3], conversation, &format!("m{i}")).await;
@@ -165,20 +155,12 @@ async fn events_flow_from_the_store_to_the_read_models_and_to_redis() {
 async fn records_below_the_stored_offset_take_no_effect() {
     let (_, pool) = fresh_database().await;
     let service = CommandService::new(pool.clone(), Limits::default());
-    let request = CreateConversationRequest {
-        conversation_id: None,
-        kind: ConversationKind::Private,
-        members: ["alice", "bob"].map(|u| UserId::parse(u).unwrap()).to_vec(),
-        name: None,
-        description: None,
-        metadata: None,
-    };
-    let conversation = service
-        .create_conversation(&ctx("alice"), request, Utc::now())
-        .await
-        .unwrap()
-        .conversation
-        .conversation_id;
+    let conversation = chat4all_commands::testing::create_conversation(
+        &service,
+        ConversationKind::Private,
+        &["alice", "bob"],
+    )
+    .await;
     for i in 0..9 {
         send(&service, "alice", conversation, &format!("m{i}")).await;
     }

@@ -5,15 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat4all_commands::testing::fresh_database;
-use chat4all_commands::{CommandService, CreateConversationRequest, Limits};
+use chat4all_commands::{CommandService, Limits};
 use chat4all_domain::conversation::ConversationKind;
-use chat4all_domain::UserId;
 use chat4all_platform::KafkaSettings;
 use chat4all_relay::{Relay, RelayConfig};
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{ctx, project_all, send, snapshot};
+use crate::apply::{project_all, send, snapshot};
 use crate::projector::{kafka, projector};
 
 #[tokio::test]
@@ -39,22 +37,12 @@ async fn a_replay_during_traffic_loses_nothing_and_equals_the_live_model() {
     let live = tokio::spawn(live.run(stop.clone()));
 
     let service = Arc::new(CommandService::new(pool.clone(), Limits::default()));
-    let request = CreateConversationRequest {
-        conversation_id: None,
-        kind: ConversationKind::Group,
-        members: ["alice", "bob", "carol"]
-            .map(|u| UserId::parse(u).unwrap())
-            .to_vec(),
-        name: None,
-        description: None,
-        metadata: None,
-    };
-    let conversation = service
-        .create_conversation(&ctx("alice"), request, Utc::now())
-        .await
-        .unwrap()
-        .conversation
-        .conversation_id;
+    let conversation = chat4all_commands::testing::create_conversation(
+        &service,
+        ConversationKind::Group,
+        &["alice", "bob", "carol"],
+    )
+    .await;
     let sending = {
         let service = service.clone();
         tokio::spawn(async move {

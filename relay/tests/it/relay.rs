@@ -5,12 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chat4all_commands::testing::fresh_database;
-use chat4all_commands::{
-    CommandContext, CommandService, CreateConversationRequest, Limits, SendMessageRequest,
-};
+use chat4all_commands::{CommandContext, CommandService, Limits, SendMessageRequest};
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::MessageContent;
-use chat4all_domain::{ConversationId, UserId};
+use chat4all_domain::ConversationId;
 use chrono::Utc;
 use sqlx::{Connection, PgConnection};
 
@@ -21,22 +19,12 @@ fn ctx(user: &str) -> CommandContext {
 }
 
 async fn conversation(service: &CommandService) -> ConversationId {
-    let request = CreateConversationRequest {
-        conversation_id: None,
-        kind: ConversationKind::Group,
-        members: ["alice", "bob", "carol"]
-            .map(|u| UserId::parse(u).unwrap())
-            .to_vec(),
-        name: None,
-        description: None,
-        metadata: None,
-    };
-    service
-        .create_conversation(&ctx("alice"), request, Utc::now())
-        .await
-        .unwrap()
-        .conversation
-        .conversation_id
+    chat4all_commands::testing::create_conversation(
+        service,
+        ConversationKind::Group,
+        &["alice", "bob", "carol"],
+    )
+    .await
 }
 
 async fn send(service: &CommandService, conversation: ConversationId, text: String) {
