@@ -1,11 +1,18 @@
-//! Applying one event to the read models, inside the caller's transaction.
+//! Applying a batch of events to the read models, inside the caller's transaction.
 //!
 //! The same function serves the live projector (events from Kafka) and replay (events from the
 //! store in the relay's order), so a rebuild equals the live model by construction.
+//!
+//! A batch is applied set-wise: the rows it touches are loaded (and locked) in a few statements,
+//! the events are applied to them in memory in order, and the changed rows are written back with
+//! one statement per table. Per-event statements would cost a handful of round trips per event,
+//! which is what bounds a projector or a replay, not the database's work.
 
 use chat4all_domain::conversation::ConversationEvent;
-use chat4all_domain::message::{MessageEvent, MessageStatus};
+use chat4all_domain::message::{MessageContent, MessageEvent, MessageStatus};
 use chrono::{DateTime, SecondsFormat, Utc};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
@@ -82,391 +89,742 @@ pub async fn apply(
     conn: &mut PgConnection,
     event: &ProjectedEvent,
 ) -> Result<Vec<Notification>, ProjectionError> {
-    match event.aggregate_type.as_str() {
-        "Conversation" => {
-            let payload: ConversationEvent =
-                serde_json::from_value(event.payload.clone()).map_err(malformed)?;
-            apply_conversation(conn, event, payload).await
-        }
-        "Message" => {
-            let payload: MessageEvent =
-                serde_json::from_value(event.payload.clone()).map_err(malformed)?;
-            apply_message(conn, event, payload).await
-        }
-        other => {
-            tracing::debug!(
-                aggregate_type = other,
-                "no read model for this aggregate type"
-            );
-            Ok(Vec::new())
-        }
-    }
+    apply_batch(conn, std::slice::from_ref(event)).await
 }
 
-/// The conversation row's applied sequence, locked for this transaction.
-async fn conversation_version(
+/// Applies `events` in order, each unless its aggregate already reflects it; returns what to
+/// announce, in the same order.
+///
+/// # Errors
+/// A store failure or an event that cannot be understood; the caller's transaction must then be
+/// rolled back, since part of the batch may have been written.
+pub async fn apply_batch(
     conn: &mut PgConnection,
-    tenant: &str,
-    conversation: Uuid,
-) -> Result<Option<i64>, ProjectionError> {
-    Ok(sqlx::query_scalar(
-        "SELECT version FROM rm_conversations WHERE tenant_id = $1 AND conversation_id = $2 FOR UPDATE",
-    )
-    .bind(tenant)
-    .bind(conversation)
-    .fetch_optional(&mut *conn)
-    .await?)
-}
-
-async fn apply_conversation(
-    conn: &mut PgConnection,
-    event: &ProjectedEvent,
-    payload: ConversationEvent,
+    events: &[ProjectedEvent],
 ) -> Result<Vec<Notification>, ProjectionError> {
-    let tenant = event.tenant_id.as_str();
-    let conversation = match &payload {
-        ConversationEvent::ConversationCreated(e) => e.conversation_id,
-        ConversationEvent::MemberJoined(e) => e.conversation_id,
-        ConversationEvent::MemberLeft(e) => e.conversation_id,
-        ConversationEvent::ReadHorizonAdvanced(e) => e.conversation_id,
-    }
-    .as_uuid();
-    let version = conversation_version(conn, tenant, conversation).await?;
-    if version.is_some_and(|v| v >= event.sequence) {
+    let decoded = decode(events)?;
+    if decoded.is_empty() {
         return Ok(Vec::new());
     }
-    let mut notifications = Vec::new();
-    let channel = format!("conversation:{conversation}");
+    let mut working = Working::load(conn, &decoded).await?;
+    for (event, payload) in decoded {
+        match payload {
+            Payload::Conversation(payload) => working.conversation(conn, event, payload).await?,
+            Payload::Message(payload) => working.message(event, payload)?,
+        }
+    }
+    working.store(conn).await?;
+    Ok(working.notifications)
+}
+
+enum Payload {
+    Conversation(ConversationEvent),
+    Message(MessageEvent),
+}
+
+/// `(tenant, id)` of a conversation or a message.
+type Key = (String, Uuid);
+
+fn decode(events: &[ProjectedEvent]) -> Result<Vec<(&ProjectedEvent, Payload)>, ProjectionError> {
+    let mut decoded = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = match event.aggregate_type.as_str() {
+            "Conversation" => Payload::Conversation(
+                ConversationEvent::deserialize(&event.payload).map_err(malformed)?,
+            ),
+            "Message" => {
+                Payload::Message(MessageEvent::deserialize(&event.payload).map_err(malformed)?)
+            }
+            other => {
+                tracing::debug!(
+                    aggregate_type = other,
+                    "no read model for this aggregate type"
+                );
+                continue;
+            }
+        };
+        decoded.push((event, payload));
+    }
+    Ok(decoded)
+}
+
+fn conversation_of(payload: &Payload) -> Uuid {
     match payload {
-        ConversationEvent::ConversationCreated(created) => {
-            sqlx::query(
-                "INSERT INTO rm_conversations (tenant_id, conversation_id, kind, name, description, metadata, \
-                 created_by, created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+        Payload::Conversation(ConversationEvent::ConversationCreated(e)) => e.conversation_id,
+        Payload::Conversation(ConversationEvent::MemberJoined(e)) => e.conversation_id,
+        Payload::Conversation(ConversationEvent::MemberLeft(e)) => e.conversation_id,
+        Payload::Conversation(ConversationEvent::ReadHorizonAdvanced(e)) => e.conversation_id,
+        Payload::Message(MessageEvent::MessageSent(e)) => e.conversation_id,
+        Payload::Message(MessageEvent::MessageDelivered(e)) => e.conversation_id,
+        Payload::Message(MessageEvent::MessageRead(e)) => e.conversation_id,
+    }
+    .as_uuid()
+}
+
+fn message_of(payload: &Payload) -> Option<Uuid> {
+    match payload {
+        Payload::Message(MessageEvent::MessageSent(e)) => Some(e.message_id.as_uuid()),
+        Payload::Message(MessageEvent::MessageDelivered(e)) => Some(e.message_id.as_uuid()),
+        Payload::Message(MessageEvent::MessageRead(e)) => Some(e.message_id.as_uuid()),
+        Payload::Conversation(_) => None,
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ConversationRow {
+    tenant_id: String,
+    conversation_id: Uuid,
+    kind: String,
+    name: Option<String>,
+    description: Option<String>,
+    metadata: Option<Value>,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_seq: i64,
+    last_message: Option<Value>,
+    version: i64,
+    #[sqlx(skip)]
+    dirty: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct MemberRow {
+    tenant_id: String,
+    conversation_id: Uuid,
+    user_id: String,
+    joined_at: DateTime<Utc>,
+    last_read_seq: i64,
+    unread_count: i64,
+    #[sqlx(skip)]
+    dirty: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    conversation_id: Uuid,
+    seq: i64,
+    status: String,
+    version: i64,
+    #[sqlx(skip)]
+    new: Option<NewMessage>,
+    #[sqlx(skip)]
+    dirty: bool,
+}
+
+struct NewMessage {
+    sender_id: String,
+    content: Value,
+    channels: Value,
+    created_at: DateTime<Utc>,
+}
+
+struct HistoryRow {
+    message: Key,
+    sequence: i64,
+    status: &'static str,
+    user_id: Option<String>,
+    at: DateTime<Utc>,
+}
+
+/// The rows a batch touches, as the batch has left them so far.
+#[derive(Default)]
+struct Working {
+    conversations: HashMap<Key, ConversationRow>,
+    /// Current members of each touched conversation, by user.
+    members: HashMap<Key, BTreeMap<String, MemberRow>>,
+    /// Memberships that ended; deleted before the current members are written.
+    left: Vec<(Key, String)>,
+    messages: HashMap<Key, MessageRow>,
+    /// Messages created by the batch, in the order they were numbered.
+    created: Vec<Key>,
+    history: Vec<HistoryRow>,
+    notifications: Vec<Notification>,
+}
+
+fn unzip_keys(keys: &HashSet<Key>) -> (Vec<String>, Vec<Uuid>) {
+    let mut keys: Vec<&Key> = keys.iter().collect();
+    // A fixed order, so that two writers locking overlapping rows cannot deadlock.
+    keys.sort();
+    keys.into_iter().map(|(t, id)| (t.clone(), *id)).unzip()
+}
+
+impl Working {
+    /// Loads and locks every row the batch may touch.
+    async fn load(
+        conn: &mut PgConnection,
+        decoded: &[(&ProjectedEvent, Payload)],
+    ) -> Result<Self, ProjectionError> {
+        let mut conversations = HashSet::new();
+        let mut messages = HashSet::new();
+        for (event, payload) in decoded {
+            conversations.insert((event.tenant_id.clone(), conversation_of(payload)));
+            if let Some(message) = message_of(payload) {
+                messages.insert((event.tenant_id.clone(), message));
+            }
+        }
+        let mut working = Self::default();
+        let (tenants, ids) = unzip_keys(&conversations);
+        let rows: Vec<ConversationRow> = sqlx::query_as(
+            "SELECT c.tenant_id, c.conversation_id, c.kind, c.name, c.description, c.metadata, c.created_by, \
+                    c.created_at, c.updated_at, c.last_seq, c.last_message, c.version \
+               FROM unnest($1::text[], $2::uuid[]) AS k(tenant_id, conversation_id) \
+               JOIN rm_conversations c USING (tenant_id, conversation_id) \
+              ORDER BY c.tenant_id, c.conversation_id \
+                FOR UPDATE OF c",
+        )
+        .bind(&tenants)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            working
+                .conversations
+                .insert((row.tenant_id.clone(), row.conversation_id), row);
+        }
+        let rows: Vec<MemberRow> = sqlx::query_as(
+            "SELECT m.tenant_id, m.conversation_id, m.user_id, m.joined_at, m.last_read_seq, m.unread_count \
+               FROM unnest($1::text[], $2::uuid[]) AS k(tenant_id, conversation_id) \
+               JOIN rm_members m USING (tenant_id, conversation_id)",
+        )
+        .bind(&tenants)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        for key in conversations {
+            working.members.insert(key, BTreeMap::new());
+        }
+        for row in rows {
+            let key = (row.tenant_id.clone(), row.conversation_id);
+            working
+                .members
+                .entry(key)
+                .or_default()
+                .insert(row.user_id.clone(), row);
+        }
+        if !messages.is_empty() {
+            let (tenants, ids) = unzip_keys(&messages);
+            let rows: Vec<(String, Uuid, MessageRow)> = sqlx::query_as::<
+                _,
+                (String, Uuid, Uuid, i64, String, i64),
+            >(
+                "SELECT m.tenant_id, m.message_id, m.conversation_id, m.seq, m.status, m.version \
+                   FROM unnest($1::text[], $2::uuid[]) AS k(tenant_id, message_id) \
+                   JOIN rm_messages m USING (tenant_id, message_id) \
+                  ORDER BY m.tenant_id, m.message_id \
+                    FOR UPDATE OF m",
             )
-            .bind(tenant)
-            .bind(conversation)
-            .bind(created.kind.as_str())
-            .bind(&created.name)
-            .bind(&created.description)
-            .bind(&created.metadata)
-            .bind(created.created_by.as_str())
-            .bind(created.created_at)
-            .bind(event.sequence)
-            .execute(&mut *conn)
-            .await?;
-            for member in &created.members {
-                sqlx::query(
-                    "INSERT INTO rm_members (tenant_id, conversation_id, user_id, joined_at) VALUES ($1, $2, $3, $4)",
+            .bind(&tenants)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|(tenant, id, conversation_id, seq, status, version)| {
+                (
+                    tenant,
+                    id,
+                    MessageRow {
+                        conversation_id,
+                        seq,
+                        status,
+                        version,
+                        new: None,
+                        dirty: false,
+                    },
                 )
-                .bind(tenant)
-                .bind(conversation)
-                .bind(member.as_str())
-                .bind(created.created_at)
-                .execute(&mut *conn)
-                .await?;
-                notifications.push(Notification {
-                    channel: format!("user:{member}"),
+            })
+            .collect();
+            for (tenant, id, row) in rows {
+                working.messages.insert((tenant, id), row);
+            }
+        }
+        Ok(working)
+    }
+
+    fn conversation_mut(&mut self, key: &Key) -> Result<&mut ConversationRow, ProjectionError> {
+        self.conversations
+            .get_mut(key)
+            .ok_or_else(|| malformed(format!("event of unknown conversation {}", key.1)))
+    }
+
+    async fn conversation(
+        &mut self,
+        conn: &mut PgConnection,
+        event: &ProjectedEvent,
+        payload: ConversationEvent,
+    ) -> Result<(), ProjectionError> {
+        let tenant = event.tenant_id.as_str();
+        let conversation = conversation_of(&Payload::Conversation(payload.clone()));
+        let key: Key = (event.tenant_id.clone(), conversation);
+        if self
+            .conversations
+            .get(&key)
+            .is_some_and(|c| c.version >= event.sequence)
+        {
+            return Ok(());
+        }
+        let channel = format!("conversation:{conversation}");
+        match payload {
+            ConversationEvent::ConversationCreated(created) => {
+                self.conversations.insert(
+                    key.clone(),
+                    ConversationRow {
+                        tenant_id: event.tenant_id.clone(),
+                        conversation_id: conversation,
+                        kind: created.kind.as_str().to_owned(),
+                        name: created.name.clone(),
+                        description: created.description.clone(),
+                        metadata: created.metadata.clone(),
+                        created_by: created.created_by.as_str().to_owned(),
+                        created_at: created.created_at,
+                        updated_at: created.created_at,
+                        last_seq: 0,
+                        last_message: None,
+                        version: event.sequence,
+                        dirty: true,
+                    },
+                );
+                let members = self.members.entry(key).or_default();
+                for member in &created.members {
+                    members.insert(
+                        member.as_str().to_owned(),
+                        MemberRow {
+                            tenant_id: event.tenant_id.clone(),
+                            conversation_id: conversation,
+                            user_id: member.as_str().to_owned(),
+                            joined_at: created.created_at,
+                            last_read_seq: 0,
+                            unread_count: 0,
+                            dirty: true,
+                        },
+                    );
+                    self.notifications.push(Notification {
+                        channel: format!("user:{member}"),
+                        frame: frame(
+                            "conversation.created",
+                            created.created_at,
+                            json!({
+                                "conversation_id": conversation, "tenant_id": tenant,
+                                "type": created.kind.as_str(), "name": created.name,
+                                "members": created.members, "user_id": member,
+                            }),
+                        ),
+                    });
+                }
+                return Ok(());
+            }
+            ConversationEvent::MemberJoined(joined) => {
+                self.conversation_mut(&key)?;
+                let user = joined.user_id.as_str().to_owned();
+                self.members.entry(key.clone()).or_default().insert(
+                    user.clone(),
+                    MemberRow {
+                        tenant_id: event.tenant_id.clone(),
+                        conversation_id: conversation,
+                        user_id: user,
+                        joined_at: joined.joined_at,
+                        last_read_seq: 0,
+                        unread_count: 0,
+                        dirty: true,
+                    },
+                );
+                let data = json!({"conversation_id": conversation, "tenant_id": tenant,
+                                  "user_id": joined.user_id, "added_by": joined.added_by});
+                let announce = frame("conversation.member_joined", joined.joined_at, data);
+                announce_membership(
+                    &mut self.notifications,
+                    &channel,
+                    joined.user_id.as_str(),
+                    announce,
+                );
+            }
+            ConversationEvent::MemberLeft(left) => {
+                self.conversation_mut(&key)?;
+                let user = left.user_id.as_str().to_owned();
+                if let Some(members) = self.members.get_mut(&key) {
+                    members.remove(&user);
+                }
+                self.left.push((key.clone(), user));
+                let data = json!({"conversation_id": conversation, "tenant_id": tenant,
+                                  "user_id": left.user_id, "removed_by": left.removed_by});
+                let announce = frame("conversation.member_left", left.left_at, data);
+                announce_membership(
+                    &mut self.notifications,
+                    &channel,
+                    left.user_id.as_str(),
+                    announce,
+                );
+            }
+            ConversationEvent::ReadHorizonAdvanced(read) => {
+                let up_to = i64::try_from(read.up_to_seq).unwrap_or(i64::MAX);
+                let last_seq = self.conversation_mut(&key)?.last_seq;
+                let user = read.user_id.as_str();
+                let horizon = self
+                    .members
+                    .get(&key)
+                    .and_then(|m| m.get(user))
+                    .map(|m| m.last_read_seq.max(up_to));
+                if let Some(horizon) = horizon {
+                    let unread = if horizon >= last_seq {
+                        0
+                    } else {
+                        self.unread_after(conn, &key, user, horizon).await?
+                    };
+                    if let Some(member) = self.members.get_mut(&key).and_then(|m| m.get_mut(user)) {
+                        member.last_read_seq = horizon;
+                        member.unread_count = unread;
+                        member.dirty = true;
+                    }
+                }
+                self.notifications.push(Notification {
+                    channel: channel.clone(),
                     frame: frame(
-                        "conversation.created",
-                        created.created_at,
-                        json!({
-                            "conversation_id": conversation, "tenant_id": tenant,
-                            "type": created.kind.as_str(), "name": created.name,
-                            "members": created.members, "user_id": member,
-                        }),
+                        "conversation.read",
+                        read.read_at,
+                        json!({"conversation_id": conversation, "tenant_id": tenant,
+                               "user_id": read.user_id, "up_to_seq": up_to, "read_at": rfc3339(read.read_at)}),
                     ),
                 });
             }
-            return Ok(notifications);
         }
-        ConversationEvent::MemberJoined(joined) => {
-            sqlx::query(
-                "INSERT INTO rm_members (tenant_id, conversation_id, user_id, joined_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (tenant_id, conversation_id, user_id) DO UPDATE \
-                 SET joined_at = EXCLUDED.joined_at, last_read_seq = 0, unread_count = 0",
-            )
-            .bind(tenant)
-            .bind(conversation)
-            .bind(joined.user_id.as_str())
-            .bind(joined.joined_at)
-            .execute(&mut *conn)
-            .await?;
-            let data = json!({"conversation_id": conversation, "tenant_id": tenant,
-                              "user_id": joined.user_id, "added_by": joined.added_by});
-            let announce = frame("conversation.member_joined", joined.joined_at, data);
-            announce_membership(
-                &mut notifications,
-                &channel,
-                joined.user_id.as_str(),
-                announce,
-            );
-        }
-        ConversationEvent::MemberLeft(left) => {
-            sqlx::query("DELETE FROM rm_members WHERE tenant_id = $1 AND conversation_id = $2 AND user_id = $3")
-                .bind(tenant)
-                .bind(conversation)
-                .bind(left.user_id.as_str())
-                .execute(&mut *conn)
-                .await?;
-            let data = json!({"conversation_id": conversation, "tenant_id": tenant,
-                              "user_id": left.user_id, "removed_by": left.removed_by});
-            let announce = frame("conversation.member_left", left.left_at, data);
-            announce_membership(
-                &mut notifications,
-                &channel,
-                left.user_id.as_str(),
-                announce,
-            );
-        }
-        ConversationEvent::ReadHorizonAdvanced(read) => {
-            let up_to = i64::try_from(read.up_to_seq).unwrap_or(i64::MAX);
-            sqlx::query(
-                "UPDATE rm_members m SET last_read_seq = greatest(m.last_read_seq, $4), \
-                 unread_count = (SELECT count(*) FROM rm_messages x \
-                                  WHERE x.tenant_id = $1 AND x.conversation_id = $2 \
-                                    AND x.seq > greatest(m.last_read_seq, $4) AND x.sender_id <> $3) \
-                 WHERE m.tenant_id = $1 AND m.conversation_id = $2 AND m.user_id = $3",
-            )
-            .bind(tenant)
-            .bind(conversation)
-            .bind(read.user_id.as_str())
-            .bind(up_to)
-            .execute(&mut *conn)
-            .await?;
-            notifications.push(Notification {
-                channel: channel.clone(),
-                frame: frame(
-                    "conversation.read",
-                    read.read_at,
-                    json!({"conversation_id": conversation, "tenant_id": tenant,
-                           "user_id": read.user_id, "up_to_seq": up_to, "read_at": rfc3339(read.read_at)}),
-                ),
-            });
-        }
+        let row = self.conversation_mut(&key)?;
+        row.version = event.sequence;
+        row.dirty = true;
+        Ok(())
     }
-    sqlx::query(
-        "UPDATE rm_conversations SET version = $3 WHERE tenant_id = $1 AND conversation_id = $2",
-    )
-    .bind(tenant)
-    .bind(conversation)
-    .bind(event.sequence)
-    .execute(&mut *conn)
-    .await?;
-    Ok(notifications)
-}
 
-async fn apply_message(
-    conn: &mut PgConnection,
-    event: &ProjectedEvent,
-    payload: MessageEvent,
-) -> Result<Vec<Notification>, ProjectionError> {
-    let tenant = event.tenant_id.as_str();
-    match payload {
-        MessageEvent::MessageSent(sent) => {
-            let message = sent.message_id.as_uuid();
-            let conversation = sent.conversation_id.as_uuid();
-            let exists: Option<i64> = sqlx::query_scalar(
-                "SELECT version FROM rm_messages WHERE tenant_id = $1 AND message_id = $2",
-            )
-            .bind(tenant)
-            .bind(message)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if exists.is_some() {
-                return Ok(Vec::new());
-            }
-            // The conversation's row is locked while its next seq is taken.
-            let seq: i64 = sqlx::query_scalar(
-                "UPDATE rm_conversations SET last_seq = last_seq + 1, updated_at = greatest(updated_at, $3) \
-                 WHERE tenant_id = $1 AND conversation_id = $2 RETURNING last_seq",
-            )
-            .bind(tenant)
-            .bind(conversation)
-            .bind(sent.sent_at)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| malformed(format!("message {message} of unknown conversation {conversation}")))?;
-            let content = serde_json::to_value(&sent.content).map_err(malformed)?;
-            let channels = serde_json::to_value(&sent.channels).map_err(malformed)?;
-            let preview: String = match &sent.content {
-                chat4all_domain::message::MessageContent::Text { text } => {
-                    text.chars().take(100).collect()
-                }
-                chat4all_domain::message::MessageContent::File { caption, .. } => caption
-                    .clone()
-                    .unwrap_or_else(|| "[file]".to_owned())
-                    .chars()
-                    .take(100)
-                    .collect(),
-            };
-            let last_message = json!({"message_id": message, "sender_id": sent.sender_id,
-                                      "preview": preview, "seq": seq, "created_at": rfc3339(sent.sent_at)});
-            sqlx::query("UPDATE rm_conversations SET last_message = $3 WHERE tenant_id = $1 AND conversation_id = $2")
-                .bind(tenant)
-                .bind(conversation)
-                .bind(&last_message)
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query(
-                "INSERT INTO rm_messages (tenant_id, message_id, conversation_id, seq, sender_id, content, channels, \
-                 status, created_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, 'accepted', $8, $9)",
-            )
-            .bind(tenant)
-            .bind(message)
-            .bind(conversation)
-            .bind(seq)
-            .bind(sent.sender_id.as_str())
-            .bind(&content)
-            .bind(&channels)
-            .bind(sent.sent_at)
-            .bind(event.sequence)
-            .execute(&mut *conn)
-            .await?;
-            history(
-                conn,
-                tenant,
-                message,
-                event.sequence,
-                "accepted",
-                None,
-                sent.sent_at,
-            )
-            .await?;
-            sqlx::query(
-                "UPDATE rm_members SET unread_count = unread_count + 1 \
-                 WHERE tenant_id = $1 AND conversation_id = $2 AND user_id <> $3 AND last_read_seq < $4",
-            )
-            .bind(tenant)
-            .bind(conversation)
-            .bind(sent.sender_id.as_str())
-            .bind(seq)
-            .execute(&mut *conn)
-            .await?;
-            let data = json!({
-                "message_id": message, "conversation_id": conversation, "tenant_id": tenant, "seq": seq,
-                "sender_id": sent.sender_id, "content": content, "channels": channels, "status": "accepted",
-                "deliveries": [], "created_at": rfc3339(sent.sent_at), "edited_at": null,
-            });
-            Ok(vec![Notification {
-                channel: format!("conversation:{conversation}"),
-                frame: frame("message.created", sent.sent_at, data),
-            }])
-        }
-        MessageEvent::MessageDelivered(e) => {
-            recipient_status(
-                conn,
+    /// Messages from others after `horizon`: those already stored plus those this batch created.
+    async fn unread_after(
+        &self,
+        conn: &mut PgConnection,
+        conversation: &Key,
+        user: &str,
+        horizon: i64,
+    ) -> Result<i64, ProjectionError> {
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM rm_messages \
+              WHERE tenant_id = $1 AND conversation_id = $2 AND seq > $3 AND sender_id <> $4",
+        )
+        .bind(&conversation.0)
+        .bind(conversation.1)
+        .bind(horizon)
+        .bind(user)
+        .fetch_one(&mut *conn)
+        .await?;
+        let fresh = self
+            .created
+            .iter()
+            .filter_map(|key| self.messages.get(key))
+            .filter(|m| m.conversation_id == conversation.1 && m.seq > horizon)
+            .filter(|m| m.new.as_ref().is_some_and(|n| n.sender_id != user))
+            .count();
+        Ok(stored + i64::try_from(fresh).unwrap_or(i64::MAX))
+    }
+
+    fn message(
+        &mut self,
+        event: &ProjectedEvent,
+        payload: MessageEvent,
+    ) -> Result<(), ProjectionError> {
+        match payload {
+            MessageEvent::MessageSent(sent) => self.sent(event, sent),
+            MessageEvent::MessageDelivered(e) => self.recipient_status(
                 event,
                 e.message_id.as_uuid(),
                 MessageStatus::Delivered,
                 e.user_id.as_str(),
                 e.delivered_at,
-            )
-            .await
-        }
-        MessageEvent::MessageRead(e) => {
-            recipient_status(
-                conn,
+            ),
+            MessageEvent::MessageRead(e) => self.recipient_status(
                 event,
                 e.message_id.as_uuid(),
                 MessageStatus::Read,
                 e.user_id.as_str(),
                 e.read_at,
-            )
-            .await
+            ),
         }
     }
-}
 
-async fn history(
-    conn: &mut PgConnection,
-    tenant: &str,
-    message: Uuid,
-    sequence: i64,
-    status: &str,
-    user: Option<&str>,
-    at: DateTime<Utc>,
-) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "INSERT INTO rm_message_history (tenant_id, message_id, sequence, status, user_id, at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant)
-    .bind(message)
-    .bind(sequence)
-    .bind(status)
-    .bind(user)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
+    fn sent(
+        &mut self,
+        event: &ProjectedEvent,
+        sent: chat4all_domain::message::MessageSent,
+    ) -> Result<(), ProjectionError> {
+        let tenant = event.tenant_id.as_str();
+        let message = sent.message_id.as_uuid();
+        let key: Key = (event.tenant_id.clone(), message);
+        if self.messages.contains_key(&key) {
+            return Ok(());
+        }
+        let conversation_key: Key = (event.tenant_id.clone(), sent.conversation_id.as_uuid());
+        let conversation = conversation_key.1;
+        let row = self
+            .conversations
+            .get_mut(&conversation_key)
+            .ok_or_else(|| {
+                malformed(format!(
+                    "message {message} of unknown conversation {conversation}"
+                ))
+            })?;
+        row.last_seq += 1;
+        row.updated_at = row.updated_at.max(sent.sent_at);
+        let seq = row.last_seq;
+        let preview: String = match &sent.content {
+            MessageContent::Text { text } => text.chars().take(100).collect(),
+            MessageContent::File { caption, .. } => caption
+                .as_deref()
+                .unwrap_or("[file]")
+                .chars()
+                .take(100)
+                .collect(),
+        };
+        row.last_message = Some(json!({"message_id": message, "sender_id": sent.sender_id,
+                                       "preview": preview, "seq": seq, "created_at": rfc3339(sent.sent_at)}));
+        row.dirty = true;
+        let sender = sent.sender_id.as_str();
+        if let Some(members) = self.members.get_mut(&conversation_key) {
+            for (user, member) in members.iter_mut() {
+                if user != sender && member.last_read_seq < seq {
+                    member.unread_count += 1;
+                    member.dirty = true;
+                }
+            }
+        }
+        let content = serde_json::to_value(&sent.content).map_err(malformed)?;
+        let channels = serde_json::to_value(&sent.channels).map_err(malformed)?;
+        self.history.push(HistoryRow {
+            message: key.clone(),
+            sequence: event.sequence,
+            status: "accepted",
+            user_id: None,
+            at: sent.sent_at,
+        });
+        let data = json!({
+            "message_id": message, "conversation_id": conversation, "tenant_id": tenant, "seq": seq,
+            "sender_id": sent.sender_id, "content": content, "channels": channels, "status": "accepted",
+            "deliveries": [], "created_at": rfc3339(sent.sent_at), "edited_at": null,
+        });
+        self.notifications.push(Notification {
+            channel: format!("conversation:{conversation}"),
+            frame: frame("message.created", sent.sent_at, data),
+        });
+        self.messages.insert(
+            key.clone(),
+            MessageRow {
+                conversation_id: conversation,
+                seq,
+                status: "accepted".to_owned(),
+                version: event.sequence,
+                new: Some(NewMessage {
+                    sender_id: sender.to_owned(),
+                    content,
+                    channels,
+                    created_at: sent.sent_at,
+                }),
+                dirty: true,
+            },
+        );
+        self.created.push(key);
+        Ok(())
+    }
 
-async fn recipient_status(
-    conn: &mut PgConnection,
-    event: &ProjectedEvent,
-    message: Uuid,
-    status: MessageStatus,
-    user: &str,
-    at: DateTime<Utc>,
-) -> Result<Vec<Notification>, ProjectionError> {
-    let tenant = event.tenant_id.as_str();
-    let row: Option<(i64, String, Uuid, i64)> = sqlx::query_as(
-        "SELECT version, status, conversation_id, seq FROM rm_messages \
-         WHERE tenant_id = $1 AND message_id = $2 FOR UPDATE",
-    )
-    .bind(tenant)
-    .bind(message)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((version, old_status, conversation, seq)) = row else {
-        return Err(malformed(format!("status of unknown message {message}")));
-    };
-    if version >= event.sequence {
-        return Ok(Vec::new());
-    }
-    // Status only moves forward: the message shows the furthest any recipient reached.
-    let rank = |s: &str| match s {
-        "accepted" => 0,
-        "sent" => 1,
-        "delivered" => 2,
-        "read" => 3,
-        _ => 4,
-    };
-    let new_status = if rank(status.as_str()) > rank(&old_status) {
-        status.as_str()
-    } else {
-        old_status.as_str()
-    };
-    sqlx::query(
-        "UPDATE rm_messages SET status = $3, version = $4 WHERE tenant_id = $1 AND message_id = $2",
-    )
-    .bind(tenant)
-    .bind(message)
-    .bind(new_status)
-    .bind(event.sequence)
-    .execute(&mut *conn)
-    .await?;
-    history(
-        conn,
-        tenant,
-        message,
-        event.sequence,
-        status.as_str(),
-        Some(user),
-        at,
-    )
-    .await?;
-    if new_status == old_status {
-        return Ok(Vec::new());
-    }
-    Ok(vec![Notification {
-        channel: format!("conversation:{conversation}"),
-        frame: frame(
-            "message.status_updated",
+    fn recipient_status(
+        &mut self,
+        event: &ProjectedEvent,
+        message: Uuid,
+        status: MessageStatus,
+        user: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
+        let tenant = event.tenant_id.as_str();
+        let key: Key = (event.tenant_id.clone(), message);
+        let row = self
+            .messages
+            .get_mut(&key)
+            .ok_or_else(|| malformed(format!("status of unknown message {message}")))?;
+        if row.version >= event.sequence {
+            return Ok(());
+        }
+        // Status only moves forward: the message shows the furthest any recipient reached.
+        let rank = |s: &str| match s {
+            "accepted" => 0,
+            "sent" => 1,
+            "delivered" => 2,
+            "read" => 3,
+            _ => 4,
+        };
+        let old_status = row.status.clone();
+        if rank(status.as_str()) > rank(&old_status) {
+            status.as_str().clone_into(&mut row.status);
+        }
+        row.version = event.sequence;
+        row.dirty = true;
+        let (conversation, seq, new_status) = (row.conversation_id, row.seq, row.status.clone());
+        self.history.push(HistoryRow {
+            message: key,
+            sequence: event.sequence,
+            status: status.as_str(),
+            user_id: Some(user.to_owned()),
             at,
-            json!({"message_id": message, "conversation_id": conversation, "tenant_id": tenant, "seq": seq,
-                   "old_status": old_status, "new_status": new_status, "channel": null,
-                   "updated_at": rfc3339(at)}),
-        ),
-    }])
+        });
+        if new_status != old_status {
+            self.notifications.push(Notification {
+                channel: format!("conversation:{conversation}"),
+                frame: frame(
+                    "message.status_updated",
+                    at,
+                    json!({"message_id": message, "conversation_id": conversation, "tenant_id": tenant, "seq": seq,
+                           "old_status": old_status, "new_status": new_status, "channel": null,
+                           "updated_at": rfc3339(at)}),
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes back every row the batch changed, one statement per table and kind of change.
+    async fn store(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        self.store_conversations(conn).await?;
+        self.store_members(conn).await?;
+        self.store_messages(conn).await?;
+        self.store_history(conn).await
+    }
+
+    async fn store_conversations(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let rows: Vec<&ConversationRow> = self.conversations.values().filter(|c| c.dirty).collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO rm_conversations (tenant_id, conversation_id, kind, name, description, metadata, \
+                    created_by, created_at, updated_at, last_seq, last_message, version) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], \
+                                  $7::text[], $8::timestamptz[], $9::timestamptz[], $10::int8[], $11::jsonb[], $12::int8[]) \
+             ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET \
+                 updated_at = EXCLUDED.updated_at, last_seq = EXCLUDED.last_seq, \
+                 last_message = EXCLUDED.last_message, version = EXCLUDED.version",
+        )
+        .bind(rows.iter().map(|c| c.tenant_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.conversation_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.name.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.description.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.metadata.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.created_by.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.created_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.updated_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.last_seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.last_message.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.version).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn store_members(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if !self.left.is_empty() {
+            sqlx::query(
+                "DELETE FROM rm_members m USING unnest($1::text[], $2::uuid[], $3::text[]) AS k(t, c, u) \
+                  WHERE m.tenant_id = k.t AND m.conversation_id = k.c AND m.user_id = k.u",
+            )
+            .bind(self.left.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+            .bind(self.left.iter().map(|(k, _)| k.1).collect::<Vec<_>>())
+            .bind(self.left.iter().map(|(_, u)| u.as_str()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let rows: Vec<&MemberRow> = self
+            .members
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(|m| m.dirty)
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO rm_members (tenant_id, conversation_id, user_id, joined_at, last_read_seq, unread_count) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int8[], $6::int8[]) \
+             ON CONFLICT (tenant_id, conversation_id, user_id) DO UPDATE SET \
+                 joined_at = EXCLUDED.joined_at, last_read_seq = EXCLUDED.last_read_seq, \
+                 unread_count = EXCLUDED.unread_count",
+        )
+        .bind(rows.iter().map(|m| m.tenant_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.conversation_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.joined_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.last_read_seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.unread_count).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn store_messages(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let created: Vec<(&Key, &MessageRow, &NewMessage)> = self
+            .created
+            .iter()
+            .filter_map(|key| self.messages.get(key).map(|m| (key, m)))
+            .filter_map(|(key, m)| m.new.as_ref().map(|n| (key, m, n)))
+            .collect();
+        if !created.is_empty() {
+            sqlx::query(
+                "INSERT INTO rm_messages (tenant_id, message_id, conversation_id, seq, sender_id, content, \
+                        channels, status, created_at, version) \
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], \
+                                      $7::jsonb[], $8::text[], $9::timestamptz[], $10::int8[])",
+            )
+            .bind(created.iter().map(|(k, _, _)| k.0.as_str()).collect::<Vec<_>>())
+            .bind(created.iter().map(|(k, _, _)| k.1).collect::<Vec<_>>())
+            .bind(created.iter().map(|(_, m, _)| m.conversation_id).collect::<Vec<_>>())
+            .bind(created.iter().map(|(_, m, _)| m.seq).collect::<Vec<_>>())
+            .bind(created.iter().map(|(_, _, n)| n.sender_id.as_str()).collect::<Vec<_>>())
+            .bind(created.iter().map(|(_, _, n)| n.content.clone()).collect::<Vec<_>>())
+            .bind(created.iter().map(|(_, _, n)| n.channels.clone()).collect::<Vec<_>>())
+            .bind(created.iter().map(|(_, m, _)| m.status.as_str()).collect::<Vec<_>>())
+            .bind(created.iter().map(|(_, _, n)| n.created_at).collect::<Vec<_>>())
+            .bind(created.iter().map(|(_, m, _)| m.version).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let updated: Vec<(&Key, &MessageRow)> = self
+            .messages
+            .iter()
+            .filter(|(_, m)| m.dirty && m.new.is_none())
+            .collect();
+        if !updated.is_empty() {
+            sqlx::query(
+                "UPDATE rm_messages m SET status = k.status, version = k.version \
+                   FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int8[]) AS k(t, id, status, version) \
+                  WHERE m.tenant_id = k.t AND m.message_id = k.id",
+            )
+            .bind(updated.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+            .bind(updated.iter().map(|(k, _)| k.1).collect::<Vec<_>>())
+            .bind(updated.iter().map(|(_, m)| m.status.as_str()).collect::<Vec<_>>())
+            .bind(updated.iter().map(|(_, m)| m.version).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn store_history(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.history.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO rm_message_history (tenant_id, message_id, sequence, status, user_id, at) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::int8[], $4::text[], $5::text[], $6::timestamptz[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(self.history.iter().map(|h| h.message.0.as_str()).collect::<Vec<_>>())
+        .bind(self.history.iter().map(|h| h.message.1).collect::<Vec<_>>())
+        .bind(self.history.iter().map(|h| h.sequence).collect::<Vec<_>>())
+        .bind(self.history.iter().map(|h| h.status).collect::<Vec<_>>())
+        .bind(self.history.iter().map(|h| h.user_id.as_deref()).collect::<Vec<_>>())
+        .bind(self.history.iter().map(|h| h.at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 }

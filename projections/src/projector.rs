@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::{apply, Notification, ProjectedEvent, ProjectionError};
+use crate::{apply_batch, Notification, ProjectedEvent, ProjectionError};
 
 /// The name under which the live read models keep their offsets.
 pub const PROJECTION: &str = "read_models";
@@ -142,19 +142,18 @@ impl Projector {
         .fetch_optional(&mut *tx)
         .await?;
         let mut next = stored.unwrap_or(0);
-        let mut notifications = Vec::new();
-        let mut last_position = None;
+        let mut events = Vec::with_capacity(records.len());
+        let mut skipped = 0;
         for record in records {
             if record.offset < next {
-                self.status.skipped.fetch_add(1, Ordering::Relaxed);
+                skipped += 1;
                 continue;
             }
-            let event = ProjectedEvent::from_envelope(&record.value)?;
-            notifications.extend(apply(&mut tx, &event).await?);
-            last_position = Some(event.position);
+            events.push(ProjectedEvent::from_envelope(&record.value)?);
             next = record.offset + 1;
-            self.status.applied.fetch_add(1, Ordering::Relaxed);
         }
+        let notifications = apply_batch(&mut tx, &events).await?;
+        let last_position = events.last().map(|e| e.position);
         sqlx::query(
             "INSERT INTO projection_offsets (projection, topic, kafka_partition, next_offset) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (projection, topic, kafka_partition) \
@@ -177,6 +176,10 @@ impl Projector {
             .await?;
         }
         tx.commit().await?;
+        self.status.skipped.fetch_add(skipped, Ordering::Relaxed);
+        self.status
+            .applied
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         Ok(notifications)
     }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::{apply, ProjectedEvent, ProjectionError};
+use crate::{apply_batch, ProjectedEvent, ProjectionError};
 
 /// The read-model tables, rebuilt and swapped together.
 pub const TABLES: [&str; 4] = [
@@ -79,8 +79,9 @@ async fn apply_all(
         if commit_batches {
             sqlx::query("BEGIN").execute(&mut *conn).await?;
         }
-        for row in rows {
-            let event = ProjectedEvent {
+        let events: Vec<ProjectedEvent> = rows
+            .into_iter()
+            .map(|row| ProjectedEvent {
                 position: row.global_position,
                 aggregate_type: row.aggregate_type,
                 aggregate_id: row.aggregate_id,
@@ -88,10 +89,10 @@ async fn apply_all(
                 event_type: row.event_type,
                 tenant_id: row.tenant_id.unwrap_or_default(),
                 payload: row.payload,
-            };
-            apply(conn, &event).await?;
-            progress.applied += 1;
-        }
+            })
+            .collect();
+        apply_batch(conn, &events).await?;
+        progress.applied += events.len() as u64;
         if commit_batches {
             sqlx::query("COMMIT").execute(&mut *conn).await?;
         }

@@ -8,7 +8,7 @@ use chat4all_commands::{
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::{MessageContent, RecipientStatus};
 use chat4all_domain::{ConversationId, MessageId, UserId};
-use chat4all_projections::{apply, Notification, ProjectedEvent};
+use chat4all_projections::{apply, apply_batch, Notification, ProjectedEvent};
 use chat4all_relay::{read_batch, Checkpoint};
 use chrono::Utc;
 use sqlx::{Connection, PgPool};
@@ -41,28 +41,145 @@ pub async fn send(
 /// Applies every stored event in the relay's order, in one transaction per event.
 pub async fn project_all(pool: &PgPool) -> Vec<Notification> {
     let mut conn = pool.acquire().await.unwrap();
-    let mut after = Checkpoint::default();
     let mut notifications = Vec::new();
+    for event in stored_events(pool).await {
+        let mut tx = conn.begin().await.unwrap();
+        notifications.extend(apply(&mut tx, &event).await.unwrap());
+        tx.commit().await.unwrap();
+    }
+    notifications
+}
+
+/// Applies every stored event in the relay's order, `size` events per transaction.
+pub async fn project_in_batches(pool: &PgPool, size: usize) -> Vec<Notification> {
+    let mut conn = pool.acquire().await.unwrap();
+    let mut notifications = Vec::new();
+    for batch in stored_events(pool).await.chunks(size) {
+        let mut tx = conn.begin().await.unwrap();
+        notifications.extend(apply_batch(&mut tx, batch).await.unwrap());
+        tx.commit().await.unwrap();
+    }
+    notifications
+}
+
+/// Every stored event, in the relay's order.
+pub async fn stored_events(pool: &PgPool) -> Vec<ProjectedEvent> {
+    let mut after = Checkpoint::default();
+    let mut events = Vec::new();
     loop {
         let batch = read_batch(pool, after, 100).await.unwrap();
         let Some(last) = batch.last() else { break };
         after = last.checkpoint();
-        for stored in batch {
-            let event = ProjectedEvent {
-                position: stored.global_position,
-                aggregate_type: stored.aggregate_type,
-                aggregate_id: stored.aggregate_id,
-                sequence: stored.sequence,
-                event_type: stored.event_type,
-                tenant_id: stored.tenant_id.unwrap(),
-                payload: serde_json::from_str(&stored.payload).unwrap(),
-            };
-            let mut tx = conn.begin().await.unwrap();
-            notifications.extend(apply(&mut tx, &event).await.unwrap());
-            tx.commit().await.unwrap();
-        }
+        events.extend(batch.into_iter().map(|stored| ProjectedEvent {
+            position: stored.global_position,
+            aggregate_type: stored.aggregate_type,
+            aggregate_id: stored.aggregate_id,
+            sequence: stored.sequence,
+            event_type: stored.event_type,
+            tenant_id: stored.tenant_id.unwrap(),
+            payload: serde_json::from_str(&stored.payload).unwrap(),
+        }));
     }
-    notifications
+    events
+}
+
+async fn clear_read_models(pool: &PgPool) {
+    sqlx::query("TRUNCATE rm_conversations, rm_members, rm_messages, rm_message_history")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_applies_exactly_as_the_same_events_one_by_one() {
+    let (_, pool) = fresh_database().await;
+    let service = CommandService::new(pool.clone(), Limits::default());
+    let user = |u: &str| UserId::parse(u).unwrap();
+    let group = chat4all_commands::testing::create_conversation(
+        &service,
+        ConversationKind::Group,
+        &["alice", "bob", "carol"],
+    )
+    .await;
+    let private = chat4all_commands::testing::create_conversation(
+        &service,
+        ConversationKind::Private,
+        &["alice", "bob"],
+    )
+    .await;
+    let first = send(&service, "alice", group, "one").await;
+    send(&service, "bob", private, "hi").await;
+    send(&service, "bob", group, "two").await;
+    // A read horizon below messages that the same batch created after it, and above others.
+    service
+        .mark_read(&ctx("carol"), group, Some(1), Utc::now())
+        .await
+        .unwrap();
+    send(&service, "alice", group, "three").await;
+    service
+        .add_member(&ctx("alice"), group, user("dave"), Utc::now())
+        .await
+        .unwrap();
+    send(&service, "carol", group, "four").await;
+    service
+        .mark_status(&ctx("bob"), first, RecipientStatus::Delivered, Utc::now())
+        .await
+        .unwrap();
+    service
+        .mark_status(&ctx("carol"), first, RecipientStatus::Read, Utc::now())
+        .await
+        .unwrap();
+    service
+        .remove_member(&ctx("carol"), group, user("carol"), Utc::now())
+        .await
+        .unwrap();
+    send(&service, "dave", group, "five").await;
+    service
+        .add_member(&ctx("alice"), group, user("carol"), Utc::now())
+        .await
+        .unwrap();
+    send(&service, "alice", group, "six").await;
+    service
+        .mark_read(&ctx("dave"), group, Some(5), Utc::now())
+        .await
+        .unwrap();
+    service
+        .mark_read(&ctx("alice"), private, None, Utc::now())
+        .await
+        .unwrap();
+
+    let one_by_one = project_all(&pool).await;
+    let expected = snapshot(&pool).await;
+    let members: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT user_id, last_read_seq, unread_count FROM rm_members           WHERE conversation_id = $1 ORDER BY user_id",
+    )
+    .bind(group.as_uuid())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // carol rejoined after "five" with a fresh horizon, so only "six" is unread for her.
+    assert_eq!(
+        members,
+        vec![
+            ("alice".to_owned(), 0, 3),
+            ("bob".to_owned(), 0, 5),
+            ("carol".to_owned(), 0, 1),
+            ("dave".to_owned(), 5, 1),
+        ]
+    );
+    for size in [1000, 3, 7] {
+        clear_read_models(&pool).await;
+        let batched = project_in_batches(&pool, size).await;
+        assert_eq!(snapshot(&pool).await, expected, "batches of {size}");
+        assert_eq!(batched, one_by_one, "announcements in batches of {size}");
+        // And once more, as a re-delivery: nothing changes, nothing is announced.
+        assert!(project_in_batches(&pool, size).await.is_empty());
+        assert_eq!(
+            snapshot(&pool).await,
+            expected,
+            "re-delivered in batches of {size}"
+        );
+    }
 }
 
 #[tokio::test]
