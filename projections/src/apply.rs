@@ -102,11 +102,31 @@ pub async fn apply_batch(
     conn: &mut PgConnection,
     events: &[ProjectedEvent],
 ) -> Result<Vec<Notification>, ProjectionError> {
+    apply_events(conn, events, true).await
+}
+
+/// [`apply_batch`] for a rebuild, which has nobody to announce to.
+///
+/// # Errors
+/// As [`apply_batch`].
+pub async fn apply_batch_silently(
+    conn: &mut PgConnection,
+    events: &[ProjectedEvent],
+) -> Result<(), ProjectionError> {
+    apply_events(conn, events, false).await.map(drop)
+}
+
+async fn apply_events(
+    conn: &mut PgConnection,
+    events: &[ProjectedEvent],
+    announce: bool,
+) -> Result<Vec<Notification>, ProjectionError> {
     let decoded = decode(events)?;
     if decoded.is_empty() {
         return Ok(Vec::new());
     }
     let mut working = Working::load(conn, &decoded).await?;
+    working.announce = announce;
     for (event, payload) in decoded {
         match payload {
             Payload::Conversation(payload) => working.conversation(conn, event, payload).await?,
@@ -161,6 +181,22 @@ fn conversation_of(payload: &Payload) -> Uuid {
     .as_uuid()
 }
 
+/// The member whose row the event may change (a creation's members are all new).
+fn member_of(payload: &Payload) -> Option<&str> {
+    match payload {
+        Payload::Conversation(ConversationEvent::MemberJoined(e)) => Some(e.user_id.as_str()),
+        Payload::Conversation(ConversationEvent::MemberLeft(e)) => Some(e.user_id.as_str()),
+        Payload::Conversation(ConversationEvent::ReadHorizonAdvanced(e)) => {
+            Some(e.user_id.as_str())
+        }
+        Payload::Message(MessageEvent::MessageSent(e)) => Some(e.sender_id.as_str()),
+        Payload::Conversation(ConversationEvent::ConversationCreated(_))
+        | Payload::Message(MessageEvent::MessageDelivered(_) | MessageEvent::MessageRead(_)) => {
+            None
+        }
+    }
+}
+
 fn message_of(payload: &Payload) -> Option<Uuid> {
     match payload {
         Payload::Message(MessageEvent::MessageSent(e)) => Some(e.message_id.as_uuid()),
@@ -195,7 +231,8 @@ struct MemberRow {
     user_id: String,
     joined_at: DateTime<Utc>,
     last_read_seq: i64,
-    unread_count: i64,
+    /// The member's own messages after `last_read_seq`, which are not unread for them.
+    own_since_read: i64,
     #[sqlx(skip)]
     dirty: bool,
 }
@@ -204,6 +241,7 @@ struct MemberRow {
 struct MessageRow {
     conversation_id: Uuid,
     seq: i64,
+    sender_id: String,
     status: String,
     version: i64,
     #[sqlx(skip)]
@@ -213,7 +251,6 @@ struct MessageRow {
 }
 
 struct NewMessage {
-    sender_id: String,
     content: Value,
     channels: Value,
     created_at: DateTime<Utc>,
@@ -227,11 +264,51 @@ struct HistoryRow {
     at: DateTime<Utc>,
 }
 
+struct HorizonRead {
+    conversation: Key,
+    reader: String,
+    after: i64,
+    through: i64,
+    at: DateTime<Utc>,
+}
+
+/// Status only moves forward: a message shows the furthest any recipient reached.
+fn rank(status: &str) -> u8 {
+    match status {
+        "accepted" => 0,
+        "sent" => 1,
+        "delivered" => 2,
+        "read" => 3,
+        _ => 4,
+    }
+}
+
+fn status_updated(
+    tenant: &str,
+    conversation: Uuid,
+    message: Uuid,
+    seq: i64,
+    old_status: &str,
+    new_status: &str,
+    at: DateTime<Utc>,
+) -> Notification {
+    Notification {
+        channel: format!("conversation:{conversation}"),
+        frame: frame(
+            "message.status_updated",
+            at,
+            json!({"message_id": message, "conversation_id": conversation, "tenant_id": tenant, "seq": seq,
+                   "old_status": old_status, "new_status": new_status, "channel": null,
+                   "updated_at": rfc3339(at)}),
+        ),
+    }
+}
+
 /// The rows a batch touches, as the batch has left them so far.
 #[derive(Default)]
 struct Working {
     conversations: HashMap<Key, ConversationRow>,
-    /// Current members of each touched conversation, by user.
+    /// The members the batch's events name, by conversation and user, as the batch left them.
     members: HashMap<Key, BTreeMap<String, MemberRow>>,
     /// Memberships that ended; deleted before the current members are written.
     left: Vec<(Key, String)>,
@@ -239,6 +316,10 @@ struct Working {
     /// Messages created by the batch, in the order they were numbered.
     created: Vec<Key>,
     history: Vec<HistoryRow>,
+    /// Read horizons that moved, for the stored messages they mark read.
+    horizon_reads: Vec<HorizonRead>,
+    /// Whether to build what subscribers should hear; a rebuild announces nothing.
+    announce: bool,
     notifications: Vec<Notification>,
 }
 
@@ -257,10 +338,15 @@ impl Working {
     ) -> Result<Self, ProjectionError> {
         let mut conversations = HashSet::new();
         let mut messages = HashSet::new();
+        let mut members = HashSet::new();
         for (event, payload) in decoded {
-            conversations.insert((event.tenant_id.clone(), conversation_of(payload)));
+            let conversation = conversation_of(payload);
+            conversations.insert((event.tenant_id.clone(), conversation));
             if let Some(message) = message_of(payload) {
                 messages.insert((event.tenant_id.clone(), message));
+            }
+            if let Some(user) = member_of(payload) {
+                members.insert((event.tenant_id.as_str(), conversation, user));
             }
         }
         let mut working = Self::default();
@@ -282,13 +368,15 @@ impl Working {
                 .conversations
                 .insert((row.tenant_id.clone(), row.conversation_id), row);
         }
+        // Only the members the events name: a group's other members are not touched.
         let rows: Vec<MemberRow> = sqlx::query_as(
-            "SELECT m.tenant_id, m.conversation_id, m.user_id, m.joined_at, m.last_read_seq, m.unread_count \
-               FROM unnest($1::text[], $2::uuid[]) AS k(tenant_id, conversation_id) \
-               JOIN rm_members m USING (tenant_id, conversation_id)",
+            "SELECT m.tenant_id, m.conversation_id, m.user_id, m.joined_at, m.last_read_seq, m.own_since_read \
+               FROM unnest($1::text[], $2::uuid[], $3::text[]) AS k(tenant_id, conversation_id, user_id) \
+               JOIN rm_members m USING (tenant_id, conversation_id, user_id)",
         )
-        .bind(&tenants)
-        .bind(&ids)
+        .bind(members.iter().map(|m| m.0).collect::<Vec<_>>())
+        .bind(members.iter().map(|m| m.1).collect::<Vec<_>>())
+        .bind(members.iter().map(|m| m.2).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
         for key in conversations {
@@ -306,9 +394,9 @@ impl Working {
             let (tenants, ids) = unzip_keys(&messages);
             let rows: Vec<(String, Uuid, MessageRow)> = sqlx::query_as::<
                 _,
-                (String, Uuid, Uuid, i64, String, i64),
+                (String, Uuid, Uuid, i64, String, String, i64),
             >(
-                "SELECT m.tenant_id, m.message_id, m.conversation_id, m.seq, m.status, m.version \
+                "SELECT m.tenant_id, m.message_id, m.conversation_id, m.seq, m.sender_id, m.status, m.version \
                    FROM unnest($1::text[], $2::uuid[]) AS k(tenant_id, message_id) \
                    JOIN rm_messages m USING (tenant_id, message_id) \
                   ORDER BY m.tenant_id, m.message_id \
@@ -319,13 +407,14 @@ impl Working {
             .fetch_all(&mut *conn)
             .await?
             .into_iter()
-            .map(|(tenant, id, conversation_id, seq, status, version)| {
+            .map(|(tenant, id, conversation_id, seq, sender_id, status, version)| {
                 (
                     tenant,
                     id,
                     MessageRow {
                         conversation_id,
                         seq,
+                        sender_id,
                         status,
                         version,
                         new: None,
@@ -394,27 +483,30 @@ impl Working {
                             user_id: member.as_str().to_owned(),
                             joined_at: created.created_at,
                             last_read_seq: 0,
-                            unread_count: 0,
+                            own_since_read: 0,
                             dirty: true,
                         },
                     );
-                    self.notifications.push(Notification {
-                        channel: format!("user:{member}"),
-                        frame: frame(
-                            "conversation.created",
-                            created.created_at,
-                            json!({
-                                "conversation_id": conversation, "tenant_id": tenant,
-                                "type": created.kind.as_str(), "name": created.name,
-                                "members": created.members, "user_id": member,
-                            }),
-                        ),
-                    });
+                    if self.announce {
+                        self.notifications.push(Notification {
+                            channel: format!("user:{member}"),
+                            frame: frame(
+                                "conversation.created",
+                                created.created_at,
+                                json!({
+                                    "conversation_id": conversation, "tenant_id": tenant,
+                                    "type": created.kind.as_str(), "name": created.name,
+                                    "members": created.members, "user_id": member,
+                                }),
+                            ),
+                        });
+                    }
                 }
                 return Ok(());
             }
             ConversationEvent::MemberJoined(joined) => {
-                self.conversation_mut(&key)?;
+                // What was said before joining is history, not unread.
+                let last_seq = self.conversation_mut(&key)?.last_seq;
                 let user = joined.user_id.as_str().to_owned();
                 self.members.entry(key.clone()).or_default().insert(
                     user.clone(),
@@ -423,20 +515,22 @@ impl Working {
                         conversation_id: conversation,
                         user_id: user,
                         joined_at: joined.joined_at,
-                        last_read_seq: 0,
-                        unread_count: 0,
+                        last_read_seq: last_seq,
+                        own_since_read: 0,
                         dirty: true,
                     },
                 );
-                let data = json!({"conversation_id": conversation, "tenant_id": tenant,
-                                  "user_id": joined.user_id, "added_by": joined.added_by});
-                let announce = frame("conversation.member_joined", joined.joined_at, data);
-                announce_membership(
-                    &mut self.notifications,
-                    &channel,
-                    joined.user_id.as_str(),
-                    announce,
-                );
+                if self.announce {
+                    let data = json!({"conversation_id": conversation, "tenant_id": tenant,
+                                      "user_id": joined.user_id, "added_by": joined.added_by});
+                    let announce = frame("conversation.member_joined", joined.joined_at, data);
+                    announce_membership(
+                        &mut self.notifications,
+                        &channel,
+                        joined.user_id.as_str(),
+                        announce,
+                    );
+                }
             }
             ConversationEvent::MemberLeft(left) => {
                 self.conversation_mut(&key)?;
@@ -445,46 +539,56 @@ impl Working {
                     members.remove(&user);
                 }
                 self.left.push((key.clone(), user));
-                let data = json!({"conversation_id": conversation, "tenant_id": tenant,
-                                  "user_id": left.user_id, "removed_by": left.removed_by});
-                let announce = frame("conversation.member_left", left.left_at, data);
-                announce_membership(
-                    &mut self.notifications,
-                    &channel,
-                    left.user_id.as_str(),
-                    announce,
-                );
+                if self.announce {
+                    let data = json!({"conversation_id": conversation, "tenant_id": tenant,
+                                      "user_id": left.user_id, "removed_by": left.removed_by});
+                    let announce = frame("conversation.member_left", left.left_at, data);
+                    announce_membership(
+                        &mut self.notifications,
+                        &channel,
+                        left.user_id.as_str(),
+                        announce,
+                    );
+                }
             }
             ConversationEvent::ReadHorizonAdvanced(read) => {
                 let up_to = i64::try_from(read.up_to_seq).unwrap_or(i64::MAX);
                 let last_seq = self.conversation_mut(&key)?.last_seq;
                 let user = read.user_id.as_str();
-                let horizon = self
+                let previous = self
                     .members
                     .get(&key)
                     .and_then(|m| m.get(user))
-                    .map(|m| m.last_read_seq.max(up_to));
-                if let Some(horizon) = horizon {
-                    let unread = if horizon >= last_seq {
+                    .map(|m| m.last_read_seq);
+                let mut newly_read = None;
+                if let Some(previous) = previous {
+                    let horizon = previous.max(up_to);
+                    let own = if horizon >= last_seq {
                         0
                     } else {
-                        self.unread_after(conn, &key, user, horizon).await?
+                        self.own_after(conn, &key, user, horizon).await?
                     };
                     if let Some(member) = self.members.get_mut(&key).and_then(|m| m.get_mut(user)) {
                         member.last_read_seq = horizon;
-                        member.unread_count = unread;
+                        member.own_since_read = own;
                         member.dirty = true;
                     }
+                    newly_read = Some((previous, horizon.min(last_seq)));
                 }
-                self.notifications.push(Notification {
-                    channel: channel.clone(),
-                    frame: frame(
-                        "conversation.read",
-                        read.read_at,
-                        json!({"conversation_id": conversation, "tenant_id": tenant,
-                               "user_id": read.user_id, "up_to_seq": up_to, "read_at": rfc3339(read.read_at)}),
-                    ),
-                });
+                if self.announce {
+                    self.notifications.push(Notification {
+                        channel: channel.clone(),
+                        frame: frame(
+                            "conversation.read",
+                            read.read_at,
+                            json!({"conversation_id": conversation, "tenant_id": tenant,
+                                   "user_id": read.user_id, "up_to_seq": up_to, "read_at": rfc3339(read.read_at)}),
+                        ),
+                    });
+                }
+                if let Some((after, through)) = newly_read.filter(|(a, t)| t > a) {
+                    self.read_through(&key, user, after, through, read.read_at);
+                }
             }
         }
         let row = self.conversation_mut(&key)?;
@@ -493,8 +597,8 @@ impl Working {
         Ok(())
     }
 
-    /// Messages from others after `horizon`: those already stored plus those this batch created.
-    async fn unread_after(
+    /// The user's own messages after `horizon`: those already stored plus those this batch created.
+    async fn own_after(
         &self,
         conn: &mut PgConnection,
         conversation: &Key,
@@ -503,7 +607,7 @@ impl Working {
     ) -> Result<i64, ProjectionError> {
         let stored: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM rm_messages \
-              WHERE tenant_id = $1 AND conversation_id = $2 AND seq > $3 AND sender_id <> $4",
+              WHERE tenant_id = $1 AND conversation_id = $2 AND seq > $3 AND sender_id = $4",
         )
         .bind(&conversation.0)
         .bind(conversation.1)
@@ -516,7 +620,7 @@ impl Working {
             .iter()
             .filter_map(|key| self.messages.get(key))
             .filter(|m| m.conversation_id == conversation.1 && m.seq > horizon)
-            .filter(|m| m.new.as_ref().is_some_and(|n| n.sender_id != user))
+            .filter(|m| m.new.is_some() && m.sender_id == user)
             .count();
         Ok(stored + i64::try_from(fresh).unwrap_or(i64::MAX))
     }
@@ -582,12 +686,15 @@ impl Working {
                                        "preview": preview, "seq": seq, "created_at": rfc3339(sent.sent_at)}));
         row.dirty = true;
         let sender = sent.sender_id.as_str();
-        if let Some(members) = self.members.get_mut(&conversation_key) {
-            for (user, member) in members.iter_mut() {
-                if user != sender && member.last_read_seq < seq {
-                    member.unread_count += 1;
-                    member.dirty = true;
-                }
+        // Only the sender's row changes: everyone else's unread count follows from `last_seq`.
+        if let Some(member) = self
+            .members
+            .get_mut(&conversation_key)
+            .and_then(|m| m.get_mut(sender))
+        {
+            if member.last_read_seq < seq {
+                member.own_since_read += 1;
+                member.dirty = true;
             }
         }
         let content = serde_json::to_value(&sent.content).map_err(malformed)?;
@@ -599,15 +706,17 @@ impl Working {
             user_id: None,
             at: sent.sent_at,
         });
-        let data = json!({
-            "message_id": message, "conversation_id": conversation, "tenant_id": tenant, "seq": seq,
-            "sender_id": sent.sender_id, "content": content, "channels": channels, "status": "accepted",
-            "deliveries": [], "created_at": rfc3339(sent.sent_at), "edited_at": null,
-        });
-        self.notifications.push(Notification {
-            channel: format!("conversation:{conversation}"),
-            frame: frame("message.created", sent.sent_at, data),
-        });
+        if self.announce {
+            let data = json!({
+                "message_id": message, "conversation_id": conversation, "tenant_id": tenant, "seq": seq,
+                "sender_id": sent.sender_id, "content": content, "channels": channels, "status": "accepted",
+                "deliveries": [], "created_at": rfc3339(sent.sent_at), "edited_at": null,
+            });
+            self.notifications.push(Notification {
+                channel: format!("conversation:{conversation}"),
+                frame: frame("message.created", sent.sent_at, data),
+            });
+        }
         self.messages.insert(
             key.clone(),
             MessageRow {
@@ -615,8 +724,8 @@ impl Working {
                 seq,
                 status: "accepted".to_owned(),
                 version: event.sequence,
+                sender_id: sender.to_owned(),
                 new: Some(NewMessage {
-                    sender_id: sender.to_owned(),
                     content,
                     channels,
                     created_at: sent.sent_at,
@@ -646,13 +755,6 @@ impl Working {
             return Ok(());
         }
         // Status only moves forward: the message shows the furthest any recipient reached.
-        let rank = |s: &str| match s {
-            "accepted" => 0,
-            "sent" => 1,
-            "delivered" => 2,
-            "read" => 3,
-            _ => 4,
-        };
         let old_status = row.status.clone();
         if rank(status.as_str()) > rank(&old_status) {
             status.as_str().clone_into(&mut row.status);
@@ -667,27 +769,128 @@ impl Working {
             user_id: Some(user.to_owned()),
             at,
         });
-        if new_status != old_status {
-            self.notifications.push(Notification {
-                channel: format!("conversation:{conversation}"),
-                frame: frame(
-                    "message.status_updated",
-                    at,
-                    json!({"message_id": message, "conversation_id": conversation, "tenant_id": tenant, "seq": seq,
-                           "old_status": old_status, "new_status": new_status, "channel": null,
-                           "updated_at": rfc3339(at)}),
-                ),
-            });
+        if new_status != old_status && self.announce {
+            self.notifications.push(status_updated(
+                tenant,
+                conversation,
+                message,
+                seq,
+                &old_status,
+                &new_status,
+                at,
+            ));
         }
         Ok(())
     }
 
+    /// A member read the conversation through `through`: every message of others in
+    /// `(after, through]` is read. Messages the batch holds change here; the rest in the database
+    /// when the batch is stored.
+    fn read_through(
+        &mut self,
+        conversation: &Key,
+        reader: &str,
+        after: i64,
+        through: i64,
+        at: DateTime<Utc>,
+    ) {
+        let mut changed = Vec::new();
+        for ((tenant, id), m) in &mut self.messages {
+            if *tenant == conversation.0
+                && m.conversation_id == conversation.1
+                && m.seq > after
+                && m.seq <= through
+                && m.sender_id != reader
+                && rank(&m.status) < rank(MessageStatus::Read.as_str())
+            {
+                let old = std::mem::replace(&mut m.status, MessageStatus::Read.as_str().to_owned());
+                m.dirty = true;
+                changed.push((m.seq, *id, old));
+            }
+        }
+        if self.announce {
+            changed.sort_unstable();
+            for (seq, message, old) in changed {
+                self.notifications.push(status_updated(
+                    &conversation.0,
+                    conversation.1,
+                    message,
+                    seq,
+                    &old,
+                    MessageStatus::Read.as_str(),
+                    at,
+                ));
+            }
+        }
+        self.horizon_reads.push(HorizonRead {
+            conversation: conversation.clone(),
+            reader: reader.to_owned(),
+            after,
+            through,
+            at,
+        });
+    }
+
     /// Writes back every row the batch changed, one statement per table and kind of change.
-    async fn store(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+    async fn store(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
         self.store_conversations(conn).await?;
         self.store_members(conn).await?;
         self.store_messages(conn).await?;
-        self.store_history(conn).await
+        self.store_history(conn).await?;
+        self.store_horizon_reads(conn).await
+    }
+
+    /// Marks read the stored messages that moved read horizons cover; those the batch holds were
+    /// marked in memory and are left alone here.
+    async fn store_horizon_reads(
+        &mut self,
+        conn: &mut PgConnection,
+    ) -> Result<(), ProjectionError> {
+        for read in std::mem::take(&mut self.horizon_reads) {
+            let held: Vec<Uuid> = self
+                .messages
+                .iter()
+                .filter(|((tenant, _), m)| {
+                    *tenant == read.conversation.0 && m.conversation_id == read.conversation.1
+                })
+                .map(|((_, id), _)| *id)
+                .collect();
+            let changed: Vec<(Uuid, i64, String)> = sqlx::query_as(
+                "WITH target AS ( \
+                     SELECT message_id, seq, status FROM rm_messages \
+                      WHERE tenant_id = $1 AND conversation_id = $2 AND seq > $3 AND seq <= $4 \
+                        AND sender_id <> $5 AND status IN ('accepted', 'sent', 'delivered') \
+                        AND message_id <> ALL($6) \
+                      ORDER BY seq FOR UPDATE) \
+                 UPDATE rm_messages m SET status = 'read' FROM target t \
+                  WHERE m.tenant_id = $1 AND m.message_id = t.message_id \
+                 RETURNING t.message_id, t.seq, t.status",
+            )
+            .bind(&read.conversation.0)
+            .bind(read.conversation.1)
+            .bind(read.after)
+            .bind(read.through)
+            .bind(&read.reader)
+            .bind(&held)
+            .fetch_all(&mut *conn)
+            .await?;
+            if self.announce {
+                let mut changed = changed;
+                changed.sort_unstable_by_key(|(_, seq, _)| *seq);
+                for (message, seq, old) in changed {
+                    self.notifications.push(status_updated(
+                        &read.conversation.0,
+                        read.conversation.1,
+                        message,
+                        seq,
+                        &old,
+                        MessageStatus::Read.as_str(),
+                        read.at,
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn store_conversations(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
@@ -743,18 +946,18 @@ impl Working {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO rm_members (tenant_id, conversation_id, user_id, joined_at, last_read_seq, unread_count) \
+            "INSERT INTO rm_members (tenant_id, conversation_id, user_id, joined_at, last_read_seq, own_since_read) \
              SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int8[], $6::int8[]) \
              ON CONFLICT (tenant_id, conversation_id, user_id) DO UPDATE SET \
                  joined_at = EXCLUDED.joined_at, last_read_seq = EXCLUDED.last_read_seq, \
-                 unread_count = EXCLUDED.unread_count",
+                 own_since_read = EXCLUDED.own_since_read",
         )
         .bind(rows.iter().map(|m| m.tenant_id.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|m| m.conversation_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|m| m.joined_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|m| m.last_read_seq).collect::<Vec<_>>())
-        .bind(rows.iter().map(|m| m.unread_count).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.own_since_read).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -778,7 +981,7 @@ impl Working {
             .bind(created.iter().map(|(k, _, _)| k.1).collect::<Vec<_>>())
             .bind(created.iter().map(|(_, m, _)| m.conversation_id).collect::<Vec<_>>())
             .bind(created.iter().map(|(_, m, _)| m.seq).collect::<Vec<_>>())
-            .bind(created.iter().map(|(_, _, n)| n.sender_id.as_str()).collect::<Vec<_>>())
+            .bind(created.iter().map(|(_, m, _)| m.sender_id.as_str()).collect::<Vec<_>>())
             .bind(created.iter().map(|(_, _, n)| n.content.clone()).collect::<Vec<_>>())
             .bind(created.iter().map(|(_, _, n)| n.channels.clone()).collect::<Vec<_>>())
             .bind(created.iter().map(|(_, m, _)| m.status.as_str()).collect::<Vec<_>>())

@@ -13,7 +13,7 @@ pub mod projector;
 pub mod queries;
 pub mod replay;
 
-pub use apply::{apply, apply_batch, Notification, ProjectedEvent};
+pub use apply::{apply, apply_batch, apply_batch_silently, Notification, ProjectedEvent};
 pub use projector::{Projector, ProjectorConfig, ProjectorStatus, Record, PROJECTION};
 pub use queries::{ListCursor, MessagesFrom, Page, Queries};
 

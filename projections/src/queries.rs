@@ -156,7 +156,7 @@ impl Queries {
         let rows: Vec<ListRow> = sqlx::query_as(
             "SELECT c.conversation_id, c.kind, c.name, \
                     (SELECT count(*) FROM rm_members x WHERE x.tenant_id = c.tenant_id AND x.conversation_id = c.conversation_id) AS member_count, \
-                    c.last_message, m.unread_count, c.updated_at \
+                    c.last_message, greatest(c.last_seq - m.last_read_seq - m.own_since_read, 0) AS unread_count, c.updated_at \
                FROM rm_members m \
                JOIN rm_conversations c ON c.tenant_id = m.tenant_id AND c.conversation_id = m.conversation_id \
               WHERE m.tenant_id = $1 AND m.user_id = $2 \

@@ -9,11 +9,16 @@
 //! by the relay, so it was committed below an earlier horizon and is in the rebuild; what the
 //! projector applies afterwards is either new or skipped by the guards.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::mpsc;
 
-use crate::{apply_batch, ProjectedEvent, ProjectionError};
+use crate::{apply_batch_silently, ProjectedEvent, ProjectionError};
 
 /// The read-model tables, rebuilt and swapped together.
 pub const TABLES: [&str; 4] = [
@@ -41,13 +46,40 @@ struct Row {
     sequence: i64,
     event_type: String,
     tenant_id: Option<String>,
+    conversation_id: Option<String>,
     payload: serde_json::Value,
+}
+
+impl Row {
+    /// Which worker applies the event: every event of a conversation goes to the same one, in
+    /// order, since no read-model row spans two conversations.
+    fn shard(&self, workers: usize) -> usize {
+        let mut hasher = DefaultHasher::new();
+        self.conversation_id
+            .as_deref()
+            .unwrap_or(&self.aggregate_id)
+            .hash(&mut hasher);
+        usize::try_from(hasher.finish() % workers as u64).unwrap_or(0)
+    }
+
+    fn into_event(self) -> ProjectedEvent {
+        ProjectedEvent {
+            position: self.global_position,
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            event_type: self.event_type,
+            tenant_id: self.tenant_id.unwrap_or_default(),
+            payload: self.payload,
+        }
+    }
 }
 
 async fn read(conn: &mut PgConnection, after: (i64, i64)) -> Result<Vec<Row>, sqlx::Error> {
     sqlx::query_as(
         "SELECT global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, sequence, \
-                event_type, metadata ->> 'tenant_id' AS tenant_id, payload \
+                event_type, metadata ->> 'tenant_id' AS tenant_id, \
+                payload -> event_type ->> 'conversation_id' AS conversation_id, payload \
            FROM public.events \
           WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
             AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -61,41 +93,91 @@ async fn read(conn: &mut PgConnection, after: (i64, i64)) -> Result<Vec<Row>, sq
     .await
 }
 
-/// Applies everything after `after` that is below the horizon, committing each batch when
-/// `commit_batches` (otherwise inside the caller's transaction); returns the new `after`.
-async fn apply_all(
-    conn: &mut PgConnection,
+/// A connection that writes to the rebuild's tables.
+async fn rebuilding_connection(pool: &PgPool) -> Result<PgConnection, ProjectionError> {
+    let mut conn = pool.acquire().await?.detach();
+    sqlx::query("SET search_path = rebuild, public")
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
+/// Applies everything below the horizon after `after`, spread over `workers` connections by
+/// conversation, each batch committed on its own; returns the new `after`.
+///
+/// A rebuild is bound by the database's work per event, not by round trips, so only more
+/// backends working at once make it faster.
+async fn apply_in_parallel(
+    pool: &PgPool,
+    reader: &mut PgConnection,
     mut after: (i64, i64),
-    commit_batches: bool,
+    workers: usize,
     progress: &mut Progress,
     report: &mut impl FnMut(Progress),
 ) -> Result<(i64, i64), ProjectionError> {
+    let applied = Arc::new(AtomicU64::new(progress.applied));
+    let mut queues = Vec::with_capacity(workers);
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let mut conn = rebuilding_connection(pool).await?;
+        let (queue, mut batches) = mpsc::channel::<Vec<ProjectedEvent>>(2);
+        let applied = applied.clone();
+        queues.push(queue);
+        tasks.push(tokio::spawn(async move {
+            while let Some(events) = batches.recv().await {
+                let mut tx = conn.begin().await?;
+                apply_batch_silently(&mut tx, &events).await?;
+                tx.commit().await?;
+                applied.fetch_add(events.len() as u64, Ordering::Relaxed);
+            }
+            conn.close().await?;
+            Ok::<(), ProjectionError>(())
+        }));
+    }
+    let mut stopped = false;
+    while !stopped {
+        let rows = read(reader, after).await?;
+        let Some(last) = rows.last() else { break };
+        after = (last.tx_id, last.global_position);
+        let mut shards: Vec<Vec<ProjectedEvent>> = vec![Vec::new(); workers];
+        for row in rows {
+            shards[row.shard(workers)].push(row.into_event());
+        }
+        for (queue, events) in queues.iter().zip(shards) {
+            // A worker that stopped has failed; its error is collected below.
+            if !events.is_empty() && queue.send(events).await.is_err() {
+                stopped = true;
+            }
+        }
+        progress.applied = applied.load(Ordering::Relaxed);
+        report(*progress);
+    }
+    drop(queues);
+    for task in tasks {
+        task.await
+            .map_err(|e| ProjectionError::Malformed(format!("a rebuild worker failed: {e}")))??;
+    }
+    progress.applied = applied.load(Ordering::Relaxed);
+    report(*progress);
+    Ok(after)
+}
+
+/// Applies everything below the horizon after `after` inside the caller's transaction.
+async fn apply_rest(
+    conn: &mut PgConnection,
+    mut after: (i64, i64),
+    progress: &mut Progress,
+    report: &mut impl FnMut(Progress),
+) -> Result<(), ProjectionError> {
     loop {
         let rows = read(conn, after).await?;
         let Some(last) = rows.last() else {
-            return Ok(after);
+            return Ok(());
         };
         after = (last.tx_id, last.global_position);
-        if commit_batches {
-            sqlx::query("BEGIN").execute(&mut *conn).await?;
-        }
-        let events: Vec<ProjectedEvent> = rows
-            .into_iter()
-            .map(|row| ProjectedEvent {
-                position: row.global_position,
-                aggregate_type: row.aggregate_type,
-                aggregate_id: row.aggregate_id,
-                sequence: row.sequence,
-                event_type: row.event_type,
-                tenant_id: row.tenant_id.unwrap_or_default(),
-                payload: row.payload,
-            })
-            .collect();
-        apply_batch(conn, &events).await?;
+        let events: Vec<ProjectedEvent> = rows.into_iter().map(Row::into_event).collect();
+        apply_batch_silently(conn, &events).await?;
         progress.applied += events.len() as u64;
-        if commit_batches {
-            sqlx::query("COMMIT").execute(&mut *conn).await?;
-        }
         report(*progress);
     }
 }
@@ -122,9 +204,6 @@ pub async fn rebuild(
         .execute(&mut conn)
         .await?;
     }
-    sqlx::query("SET search_path = rebuild, public")
-        .execute(&mut conn)
-        .await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM public.events")
         .fetch_one(&mut conn)
         .await?;
@@ -133,14 +212,19 @@ pub async fn rebuild(
         total: u64::try_from(total).unwrap_or(0),
         started: Instant::now(),
     };
-    let after = apply_all(&mut conn, (0, 0), true, &mut progress, &mut report).await?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let after =
+        apply_in_parallel(pool, &mut conn, (0, 0), workers, &mut progress, &mut report).await?;
 
     // Catch up and swap with the projector paused: its batches lock their offset rows.
+    sqlx::query("SET search_path = rebuild, public")
+        .execute(&mut conn)
+        .await?;
     let mut tx = conn.begin().await?;
     sqlx::query("LOCK TABLE public.projection_offsets IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
-    apply_all(&mut tx, after, false, &mut progress, &mut report).await?;
+    apply_rest(&mut tx, after, &mut progress, &mut report).await?;
     sqlx::query("DROP SCHEMA IF EXISTS replaced CASCADE")
         .execute(&mut *tx)
         .await?;

@@ -4,8 +4,8 @@ SELECT 'bench', ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid, 'g
        jsonb_build_object('message_id', gen_random_uuid(), 'sender_id', 'bob', 'preview', 'Hello there', 'seq', 10, 'created_at', now()),
        1
   FROM generate_series(1, 1000) AS n;
-INSERT INTO rm_members (tenant_id, conversation_id, user_id, joined_at, last_read_seq, unread_count)
-SELECT 'bench', conversation_id, u, created_at, 0, last_seq
+INSERT INTO rm_members (tenant_id, conversation_id, user_id, joined_at, last_read_seq, own_since_read)
+SELECT 'bench', conversation_id, u, created_at, 0, 0
   FROM rm_conversations, unnest(ARRAY['alice', 'bob', 'carol']) AS u;
 INSERT INTO rm_messages (tenant_id, message_id, conversation_id, seq, sender_id, content, channels, status, created_at, version)
 SELECT 'bench', gen_random_uuid(), '00000000-0000-4000-8000-000000000001'::uuid, n, 'bob',
