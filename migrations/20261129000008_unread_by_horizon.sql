@@ -12,3 +12,26 @@ UPDATE rm_members m
  WHERE c.tenant_id = m.tenant_id AND c.conversation_id = m.conversation_id;
 
 ALTER TABLE rm_members DROP COLUMN IF EXISTS unread_count;
+
+-- A membership lookup names all three key columns; with the user's index also ending in the
+-- conversation, whichever index the planner picks (before statistics exist, as in a rebuild) finds
+-- the row directly instead of walking all of the user's memberships. The old index is found by its
+-- columns, since a rebuild may have renamed it.
+DO $$
+DECLARE
+    old_index text;
+BEGIN
+    FOR old_index IN
+        SELECT i.indexrelid::regclass::text
+          FROM pg_index i
+         WHERE i.indrelid = 'rm_members'::regclass
+           AND NOT i.indisprimary
+           AND (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                  FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+               = ARRAY['tenant_id', 'user_id']
+    LOOP
+        EXECUTE 'DROP INDEX ' || old_index;
+    END LOOP;
+END $$;
+CREATE INDEX IF NOT EXISTS rm_members_by_user ON rm_members (tenant_id, user_id, conversation_id);

@@ -182,6 +182,34 @@ async fn apply_rest(
     }
 }
 
+/// Creates `rebuild.{table}` shaped like `public.{table}`, with its indexes and constraints under
+/// their own names (names are per schema), so that the swap keeps every name later migrations
+/// may refer to.
+async fn create_like(conn: &mut PgConnection, table: &str) -> Result<(), ProjectionError> {
+    sqlx::query(&format!(
+        "CREATE TABLE rebuild.{table} (LIKE public.{table} INCLUDING ALL EXCLUDING INDEXES)"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    let statements: Vec<String> = sqlx::query_scalar(
+        "SELECT format('ALTER TABLE rebuild.%I ADD CONSTRAINT %I %s', $1, conname, pg_get_constraintdef(oid)) \
+           FROM pg_constraint \
+          WHERE conrelid = ('public.' || $1)::regclass AND contype IN ('p', 'u', 'x') \
+         UNION ALL \
+         SELECT replace(pg_get_indexdef(indexrelid), ' ON public.' || $1 || ' ', ' ON rebuild.' || $1 || ' ') \
+           FROM pg_index \
+          WHERE indrelid = ('public.' || $1)::regclass \
+            AND indexrelid NOT IN (SELECT conindid FROM pg_constraint WHERE conrelid = ('public.' || $1)::regclass)",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    for statement in statements {
+        sqlx::query(&statement).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Rebuilds every read model from the store and swaps the result in; returns the events applied.
 ///
 /// # Errors
@@ -198,11 +226,7 @@ pub async fn rebuild(
         .execute(&mut conn)
         .await?;
     for table in TABLES {
-        sqlx::query(&format!(
-            "CREATE TABLE rebuild.{table} (LIKE public.{table} INCLUDING ALL)"
-        ))
-        .execute(&mut conn)
-        .await?;
+        create_like(&mut conn, table).await?;
     }
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM public.events")
         .fetch_one(&mut conn)

@@ -113,3 +113,24 @@ async fn a_replay_during_traffic_loses_nothing_and_equals_the_live_model() {
         "the model after replays equals one built from the store"
     );
 }
+
+async fn index_names(pool: &sqlx::PgPool) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT tablename::text, indexname::text FROM pg_indexes \
+          WHERE schemaname = 'public' AND tablename LIKE 'rm\\_%' ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_swap_keeps_every_index_under_its_name() {
+    let (_, pool) = fresh_database().await;
+    let before = index_names(&pool).await;
+    assert!(before.contains(&("rm_members".to_owned(), "rm_members_by_user".to_owned())));
+    chat4all_projections::replay::rebuild(&pool, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(index_names(&pool).await, before);
+}
