@@ -14,6 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -29,7 +30,8 @@ pub struct ProjectedEvent {
     pub sequence: i64,
     pub event_type: String,
     pub tenant_id: String,
-    pub payload: Value,
+    /// Kept as JSON text and parsed once, straight into the aggregate's event type.
+    pub payload: Box<RawValue>,
 }
 
 impl ProjectedEvent {
@@ -102,10 +104,11 @@ pub async fn apply_batch(
     conn: &mut PgConnection,
     events: &[ProjectedEvent],
 ) -> Result<Vec<Notification>, ProjectionError> {
-    apply_events(conn, events, true).await
+    apply_events(conn, events, Mode::Live).await
 }
 
-/// [`apply_batch`] for a rebuild, which has nobody to announce to.
+/// [`apply_batch`] for a rebuild, which has nobody to announce to and is the only writer of each
+/// conversation's rows, so it takes no row locks (each would be one more write per row).
 ///
 /// # Errors
 /// As [`apply_batch`].
@@ -113,20 +116,29 @@ pub async fn apply_batch_silently(
     conn: &mut PgConnection,
     events: &[ProjectedEvent],
 ) -> Result<(), ProjectionError> {
-    apply_events(conn, events, false).await.map(drop)
+    apply_events(conn, events, Mode::Rebuild).await.map(drop)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Announces, and locks the rows it loads: a partition's batches are serialised by its
+    /// offset row, but a conversation's events can straddle two partitions after the topic's
+    /// partition count changed.
+    Live,
+    Rebuild,
 }
 
 async fn apply_events(
     conn: &mut PgConnection,
     events: &[ProjectedEvent],
-    announce: bool,
+    mode: Mode,
 ) -> Result<Vec<Notification>, ProjectionError> {
     let decoded = decode(events)?;
     if decoded.is_empty() {
         return Ok(Vec::new());
     }
-    let mut working = Working::load(conn, &decoded).await?;
-    working.announce = announce;
+    let mut working = Working::load(conn, &decoded, mode == Mode::Live).await?;
+    working.announce = mode == Mode::Live;
     for (event, payload) in decoded {
         match payload {
             Payload::Conversation(payload) => working.conversation(conn, event, payload).await?,
@@ -150,11 +162,12 @@ fn decode(events: &[ProjectedEvent]) -> Result<Vec<(&ProjectedEvent, Payload)>, 
     for event in events {
         let payload = match event.aggregate_type.as_str() {
             "Conversation" => Payload::Conversation(
-                ConversationEvent::deserialize(&event.payload).map_err(malformed)?,
+                serde_json::from_str::<ConversationEvent>(event.payload.get())
+                    .map_err(malformed)?,
             ),
-            "Message" => {
-                Payload::Message(MessageEvent::deserialize(&event.payload).map_err(malformed)?)
-            }
+            "Message" => Payload::Message(
+                serde_json::from_str::<MessageEvent>(event.payload.get()).map_err(malformed)?,
+            ),
             other => {
                 tracing::debug!(
                     aggregate_type = other,
@@ -335,7 +348,15 @@ impl Working {
     async fn load(
         conn: &mut PgConnection,
         decoded: &[(&ProjectedEvent, Payload)],
+        lock: bool,
     ) -> Result<Self, ProjectionError> {
+        let lock = |table: &str| {
+            if lock {
+                format!(" FOR UPDATE OF {table}")
+            } else {
+                String::new()
+            }
+        };
         let mut conversations = HashSet::new();
         let mut messages = HashSet::new();
         let mut members = HashSet::new();
@@ -351,14 +372,14 @@ impl Working {
         }
         let mut working = Self::default();
         let (tenants, ids) = unzip_keys(&conversations);
-        let rows: Vec<ConversationRow> = sqlx::query_as(
+        let rows: Vec<ConversationRow> = sqlx::query_as(&format!(
             "SELECT c.tenant_id, c.conversation_id, c.kind, c.name, c.description, c.metadata, c.created_by, \
                     c.created_at, c.updated_at, c.last_seq, c.last_message, c.version \
                FROM unnest($1::text[], $2::uuid[]) AS k(tenant_id, conversation_id) \
                JOIN rm_conversations c USING (tenant_id, conversation_id) \
-              ORDER BY c.tenant_id, c.conversation_id \
-                FOR UPDATE OF c",
-        )
+              ORDER BY c.tenant_id, c.conversation_id{}",
+            lock("c")
+        ))
         .bind(&tenants)
         .bind(&ids)
         .fetch_all(&mut *conn)
@@ -395,13 +416,13 @@ impl Working {
             let rows: Vec<(String, Uuid, MessageRow)> = sqlx::query_as::<
                 _,
                 (String, Uuid, Uuid, i64, String, String, i64),
-            >(
+            >(&format!(
                 "SELECT m.tenant_id, m.message_id, m.conversation_id, m.seq, m.sender_id, m.status, m.version \
                    FROM unnest($1::text[], $2::uuid[]) AS k(tenant_id, message_id) \
                    JOIN rm_messages m USING (tenant_id, message_id) \
-                  ORDER BY m.tenant_id, m.message_id \
-                    FOR UPDATE OF m",
-            )
+                  ORDER BY m.tenant_id, m.message_id{}",
+                lock("m")
+            ))
             .bind(&tenants)
             .bind(&ids)
             .fetch_all(&mut *conn)
@@ -699,13 +720,6 @@ impl Working {
         }
         let content = serde_json::to_value(&sent.content).map_err(malformed)?;
         let channels = serde_json::to_value(&sent.channels).map_err(malformed)?;
-        self.history.push(HistoryRow {
-            message: key.clone(),
-            sequence: event.sequence,
-            status: "accepted",
-            user_id: None,
-            at: sent.sent_at,
-        });
         if self.announce {
             let data = json!({
                 "message_id": message, "conversation_id": conversation, "tenant_id": tenant, "seq": seq,

@@ -362,9 +362,13 @@ impl Queries {
         .fetch_all(&self.pool)
         .await?;
         let mut body = row.to_json();
-        body["history"] = history
-            .into_iter()
-            .map(|(status, channel, at)| json!({"status": status, "channel": channel, "at": rfc3339(at)}))
+        // Acceptance is the message row itself; the history table holds what happened after.
+        let accepted =
+            json!({"status": "accepted", "channel": null, "at": rfc3339(row.created_at)});
+        body["history"] = std::iter::once(accepted)
+            .chain(history.into_iter().map(
+                |(status, channel, at)| json!({"status": status, "channel": channel, "at": rfc3339(at)}),
+            ))
             .collect();
         Ok(Some(body))
     }

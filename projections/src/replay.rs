@@ -27,7 +27,7 @@ pub const TABLES: [&str; 4] = [
     "rm_messages",
     "rm_message_history",
 ];
-const BATCH: i64 = 5_000;
+const BATCH: i64 = 20_000;
 
 /// Progress of a rebuild, reported after every batch.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +47,7 @@ struct Row {
     event_type: String,
     tenant_id: Option<String>,
     conversation_id: Option<String>,
-    payload: serde_json::Value,
+    payload: String,
 }
 
 impl Row {
@@ -62,16 +62,17 @@ impl Row {
         usize::try_from(hasher.finish() % workers as u64).unwrap_or(0)
     }
 
-    fn into_event(self) -> ProjectedEvent {
-        ProjectedEvent {
+    fn into_event(self) -> Result<ProjectedEvent, ProjectionError> {
+        Ok(ProjectedEvent {
             position: self.global_position,
             aggregate_type: self.aggregate_type,
             aggregate_id: self.aggregate_id,
             sequence: self.sequence,
             event_type: self.event_type,
             tenant_id: self.tenant_id.unwrap_or_default(),
-            payload: self.payload,
-        }
+            payload: serde_json::value::RawValue::from_string(self.payload)
+                .map_err(|e| ProjectionError::Malformed(e.to_string()))?,
+        })
     }
 }
 
@@ -79,7 +80,7 @@ async fn read(conn: &mut PgConnection, after: (i64, i64)) -> Result<Vec<Row>, sq
     sqlx::query_as(
         "SELECT global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, sequence, \
                 event_type, metadata ->> 'tenant_id' AS tenant_id, \
-                payload -> event_type ->> 'conversation_id' AS conversation_id, payload \
+                payload -> event_type ->> 'conversation_id' AS conversation_id, payload::text AS payload \
            FROM public.events \
           WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
             AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -141,7 +142,7 @@ async fn apply_in_parallel(
         after = (last.tx_id, last.global_position);
         let mut shards: Vec<Vec<ProjectedEvent>> = vec![Vec::new(); workers];
         for row in rows {
-            shards[row.shard(workers)].push(row.into_event());
+            shards[row.shard(workers)].push(row.into_event()?);
         }
         for (queue, events) in queues.iter().zip(shards) {
             // A worker that stopped has failed; its error is collected below.
@@ -175,7 +176,10 @@ async fn apply_rest(
             return Ok(());
         };
         after = (last.tx_id, last.global_position);
-        let events: Vec<ProjectedEvent> = rows.into_iter().map(Row::into_event).collect();
+        let events = rows
+            .into_iter()
+            .map(Row::into_event)
+            .collect::<Result<Vec<_>, _>>()?;
         apply_batch_silently(conn, &events).await?;
         progress.applied += events.len() as u64;
         report(*progress);

@@ -77,7 +77,7 @@ pub async fn stored_events(pool: &PgPool) -> Vec<ProjectedEvent> {
             sequence: stored.sequence,
             event_type: stored.event_type,
             tenant_id: stored.tenant_id.unwrap(),
-            payload: serde_json::from_str(&stored.payload).unwrap(),
+            payload: serde_json::value::RawValue::from_string(stored.payload).unwrap(),
         }));
     }
     events
