@@ -1,5 +1,5 @@
 //! The projector: consumes the events topic and applies each partition's events in order, in one
-//! Postgres transaction per partition batch that also stores the partition's next offset.
+//! Postgres transaction per batch that also stores the next offset of every partition in it.
 //!
 //! Offsets in Postgres are the truth: records below a partition's stored offset are skipped (a
 //! re-delivery after a crash or a rebalance), so each event takes effect once. Kafka's own
@@ -7,7 +7,7 @@
 //! not re-read more than it must. After each commit the applied events are announced on Redis for
 //! the push layer; Redis is fire-and-forget, and subscribers recover gaps from the read models.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -26,7 +26,7 @@ use crate::{apply_batch, Notification, ProjectedEvent, ProjectionError};
 
 /// The name under which the live read models keep their offsets.
 pub const PROJECTION: &str = "read_models";
-const MAX_BATCH: usize = 500;
+const MAX_BATCH: usize = 2_000;
 /// How long a batch keeps collecting once its first record arrived.
 const GATHER: Duration = Duration::from_millis(2);
 const RETRY: Duration = Duration::from_millis(500);
@@ -90,6 +90,7 @@ impl ProjectorStatus {
 }
 
 /// One record of a partition batch.
+#[derive(Debug, Clone)]
 pub struct Record {
     pub offset: i64,
     pub value: Vec<u8>,
@@ -120,55 +121,73 @@ impl Projector {
         self.status.clone()
     }
 
-    /// Applies one partition's records (in offset order) in one transaction with the partition's
-    /// offset; returns what to announce. Records below the stored offset are skipped.
+    /// Applies records of one or more partitions (each partition's in offset order) in one
+    /// transaction that also stores each partition's next offset; returns what to announce.
+    /// Records below their partition's stored offset are skipped.
     ///
     /// # Errors
     /// A store failure or a record that cannot be understood; nothing of the batch took effect.
     pub async fn apply_batch(
         &self,
-        partition: i32,
-        records: &[Record],
+        batch: &BTreeMap<i32, Vec<Record>>,
     ) -> Result<Vec<Notification>, ProjectionError> {
+        let partitions: Vec<i32> = batch.keys().copied().collect();
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT next_offset FROM projection_offsets \
-             WHERE projection = $1 AND topic = $2 AND kafka_partition = $3 FOR UPDATE",
-        )
-        .bind(PROJECTION)
-        .bind(&self.config.topic)
-        .bind(partition)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let mut next = stored.unwrap_or(0);
-        let mut events = Vec::with_capacity(records.len());
-        let mut skipped = 0;
-        for record in records {
-            if record.offset < next {
-                skipped += 1;
-                continue;
-            }
-            events.push(ProjectedEvent::from_envelope(&record.value)?);
-            next = record.offset + 1;
-        }
-        let notifications = apply_batch(&mut tx, &events).await?;
-        let last_position = events.last().map(|e| e.position);
+        // Every partition gets its row first, so that the lock below covers new partitions too
+        // (two members briefly owning a partition during a rebalance take turns on it).
         sqlx::query(
             "INSERT INTO projection_offsets (projection, topic, kafka_partition, next_offset) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (projection, topic, kafka_partition) \
-             DO UPDATE SET next_offset = EXCLUDED.next_offset",
+             SELECT $1, $2, p, 0 FROM unnest($3::int4[]) AS p ON CONFLICT DO NOTHING",
         )
         .bind(PROJECTION)
         .bind(&self.config.topic)
-        .bind(partition)
-        .bind(next)
+        .bind(&partitions)
         .execute(&mut *tx)
         .await?;
-        if let Some(position) = last_position {
+        let stored: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT kafka_partition, next_offset FROM projection_offsets \
+             WHERE projection = $1 AND topic = $2 AND kafka_partition = ANY($3) \
+             ORDER BY kafka_partition FOR UPDATE",
+        )
+        .bind(PROJECTION)
+        .bind(&self.config.topic)
+        .bind(&partitions)
+        .fetch_all(&mut *tx)
+        .await?;
+        let stored: HashMap<i32, i64> = stored.into_iter().collect();
+        let mut events = Vec::new();
+        let mut next_offsets = Vec::with_capacity(partitions.len());
+        let mut skipped = 0;
+        for (partition, records) in batch {
+            let mut next = stored.get(partition).copied().unwrap_or(0);
+            for record in records {
+                if record.offset < next {
+                    skipped += 1;
+                    continue;
+                }
+                events.push(ProjectedEvent::from_envelope(&record.value)?);
+                next = record.offset + 1;
+            }
+            next_offsets.push(next);
+        }
+        let notifications = apply_batch(&mut tx, &events).await?;
+        sqlx::query(
+            "UPDATE projection_offsets o SET next_offset = n.next_offset \
+               FROM unnest($3::int4[], $4::int8[]) AS n(kafka_partition, next_offset) \
+              WHERE o.projection = $1 AND o.topic = $2 AND o.kafka_partition = n.kafka_partition",
+        )
+        .bind(PROJECTION)
+        .bind(&self.config.topic)
+        .bind(&partitions)
+        .bind(&next_offsets)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(position) = events.iter().map(|e| e.position).max() {
             sqlx::query(
                 "INSERT INTO projection_position (projection, position) VALUES ($1, $2) \
-                 ON CONFLICT (projection) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+                 ON CONFLICT (projection) DO UPDATE \
+                 SET position = greatest(projection_position.position, EXCLUDED.position), updated_at = now()",
             )
             .bind(PROJECTION)
             .bind(position)
@@ -185,18 +204,24 @@ impl Projector {
 
     async fn announce(&self, notifications: Vec<Notification>) {
         let Some(redis) = &self.redis else { return };
-        let mut redis = redis.clone();
-        for notification in notifications {
+        if notifications.is_empty() {
+            return;
+        }
+        // One round trip for the whole batch, in order.
+        let mut pipeline = redis::pipe();
+        for notification in &notifications {
             let channel = format!("{}:{}", self.config.channel_prefix, notification.channel);
-            let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(&channel)
+            pipeline
+                .cmd("PUBLISH")
+                .arg(channel)
                 .arg(notification.frame.to_string())
-                .query_async(&mut redis)
-                .await;
-            if let Err(e) = published {
-                metrics::counter!("chat4all_projector_announce_errors_total").increment(1);
-                tracing::debug!("announcing on {channel} failed: {e}");
-            }
+                .ignore();
+        }
+        let mut redis = redis.clone();
+        let published: redis::RedisResult<()> = pipeline.query_async(&mut redis).await;
+        if let Err(e) = published {
+            metrics::counter!("chat4all_projector_announce_errors_total").increment(1);
+            tracing::debug!("announcing {} events failed: {e}", notifications.len());
         }
     }
 
@@ -323,25 +348,25 @@ impl Projector {
                     _ => break,
                 }
             }
-            let mut commit = TopicPartitionList::new();
-            for (partition, records) in &batch {
-                loop {
-                    match self.apply_batch(*partition, records).await {
-                        Ok(notifications) => {
-                            self.announce(notifications).await;
-                            break;
-                        }
-                        Err(e) => {
-                            self.status.errors.fetch_add(1, Ordering::Relaxed);
-                            metrics::counter!("chat4all_projector_errors_total").increment(1);
-                            tracing::warn!(partition, "applying a batch failed, retrying: {e}");
-                            tokio::select! {
-                                () = stop.cancelled() => return,
-                                () = tokio::time::sleep(RETRY) => {}
-                            }
+            loop {
+                match self.apply_batch(&batch).await {
+                    Ok(notifications) => {
+                        self.announce(notifications).await;
+                        break;
+                    }
+                    Err(e) => {
+                        self.status.errors.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("chat4all_projector_errors_total").increment(1);
+                        tracing::warn!("applying a batch failed, retrying: {e}");
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(RETRY) => {}
                         }
                     }
                 }
+            }
+            let mut commit = TopicPartitionList::new();
+            for (partition, records) in &batch {
                 if let Some(last) = records.last() {
                     let _ = commit.add_partition_offset(
                         &self.config.topic,

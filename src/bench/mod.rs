@@ -2,6 +2,7 @@
 //! machine it runs on, and reports their ratio, so figures compare across machines.
 
 mod ingest;
+mod projector;
 mod queries;
 mod relay;
 mod replay;
@@ -18,6 +19,8 @@ pub enum Scenario {
     /// Relay throughput on a backlog against raw production of the same records, and
     /// commit-to-acknowledgement latency at a steady rate.
     Relay(relay::RelayArgs),
+    /// Projector throughput on a backlog against a raw consumer of the same topic.
+    Projector(projector::ProjectorArgs),
     /// Query latency through the HTTP API on large read models.
     Queries(queries::QueriesArgs),
     /// Rebuilding the read models from the store against a sequential read of the same events.
@@ -28,6 +31,7 @@ pub async fn run(settings: &Settings, scenario: Scenario) -> anyhow::Result<()> 
     match scenario {
         Scenario::Ingest(args) => ingest::run(settings, args).await,
         Scenario::Relay(args) => relay::run(settings, args).await,
+        Scenario::Projector(args) => projector::run(settings, args).await,
         Scenario::Queries(args) => queries::run(settings, args).await,
         Scenario::Replay(args) => replay::run(settings, args).await,
     }
