@@ -60,9 +60,26 @@ impl ClientContext for AssignmentContext {}
 
 impl ConsumerContext for AssignmentContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(partitions) = rebalance {
-            let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
-            assigned.extend(partitions.elements().iter().map(|e| e.partition()));
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                let partitions: Vec<i32> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                tracing::info!(partitions = ?partitions, "partitions assigned");
+                let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
+                assigned.extend(partitions);
+            }
+            Rebalance::Revoke(partitions) => {
+                let partitions: Vec<i32> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                tracing::info!(partitions = ?partitions, "partitions revoked");
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalancing failed: {e}"),
         }
     }
 }

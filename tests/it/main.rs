@@ -4,4 +4,5 @@
 mod cli;
 mod outage;
 mod process;
+mod projector;
 mod relay;
