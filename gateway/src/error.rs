@@ -6,6 +6,8 @@ pub enum GatewayError {
     Settings(#[from] chat4all_platform::SettingsError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("hashing a client secret failed: {0}")]
     Hash(String),
     #[error("invalid listen address {addr:?}: {reason}")]

@@ -1,4 +1,4 @@
-//! The Chat4All gateway: the HTTP API (and, later, WebSocket push) in front of the engine.
+//! The Chat4All gateway: the HTTP API and WebSocket push in front of the engine.
 //!
 //! Requests are authenticated with bearer JWTs, turned into commands for the write side
 //! (`chat4all-commands`), and answered with the event store position of what they caused. Errors
@@ -12,6 +12,7 @@ mod filters;
 mod health;
 mod metrics;
 pub mod problem;
+pub mod push;
 mod routes;
 
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub tokens: TokenService,
     pub pool: sqlx::PgPool,
     pub readiness: Readiness,
+    pub push: Arc<push::Push>,
 }
 
 /// A built gateway, bound to its port but not yet serving.
@@ -77,6 +79,23 @@ impl Application {
             source,
         })?;
         metrics::install();
+        // Publishing (typing) shares one multiplexed connection; without Redis, sockets stay
+        // up and resume from the read models once it is back.
+        let redis = settings.redis.client()?;
+        let publisher = redis::aio::ConnectionManager::new(redis.clone()).await.ok();
+        let push_stop = CancellationToken::new();
+        let hub = push::Hub::start(
+            redis,
+            publisher,
+            settings.topic_prefix.clone(),
+            push_stop.clone(),
+        );
+        let push = Arc::new(push::Push::new(
+            hub,
+            chat4all_projections::Queries::new(pool.clone()),
+            push::PushConfig::default(),
+            push_stop,
+        ));
         Ok(Self {
             listener,
             addr,
@@ -87,6 +106,7 @@ impl Application {
                 tokens,
                 pool,
                 readiness,
+                push,
             }),
             shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_secs),
         })
@@ -113,6 +133,13 @@ impl Application {
                 .await;
         });
         let upkeep = tokio::spawn(metrics::upkeep(shutdown.clone()));
+        let push = self.state.push.clone();
+        let stop = shutdown.clone();
+        // Sockets are closed with a close frame as the server shuts down.
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            push.shutdown();
+        });
         let routes = routes::all(self.state);
         let stop = shutdown.clone();
         let server = warp::serve(routes)

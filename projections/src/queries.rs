@@ -142,6 +142,24 @@ impl Queries {
         Ok(version.is_some_and(|v| v >= sequence))
     }
 
+    /// Every conversation `user` is a member of (for push subscriptions).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn member_conversations(
+        &self,
+        tenant: &str,
+        user: &str,
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT conversation_id FROM rm_members WHERE tenant_id = $1 AND user_id = $2",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// The caller's conversations, most recent activity first.
     ///
     /// # Errors

@@ -5,4 +5,5 @@ mod cli;
 mod outage;
 mod process;
 mod projector;
+mod push;
 mod relay;

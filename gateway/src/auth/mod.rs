@@ -11,4 +11,4 @@ mod tokens;
 
 pub use clients::{create_client, ClientRecord, NewClient};
 pub use keys::KeyRing;
-pub use tokens::{Claims, Principal, Scope, TokenService};
+pub use tokens::{now_secs, Claims, Principal, Scope, TokenService};

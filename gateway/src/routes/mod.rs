@@ -41,6 +41,8 @@ pub fn all(
         .unify()
         .or(queries::routes(state.clone()));
     ops::routes(state.clone())
+        .or(crate::push::route(state.clone()))
+        .unify()
         .or(auth::routes(state))
         .unify()
         .or(v1.unify())

@@ -1,0 +1,277 @@
+//! One Redis pub/sub connection per gateway instance, shared by all of its sockets.
+//!
+//! Sockets register interest in channels; the hub subscribes to a channel when its first local
+//! socket needs it and unsubscribes when the last one leaves (reference counting), so Redis sees
+//! one subscription per instance, not per socket. Every change goes through the hub's own task,
+//! in order, so a subscribe racing an unsubscribe of the same channel cannot leave it
+//! unsubscribed. After a lost connection the hub reconnects and subscribes to every channel
+//! still wanted; what was published meanwhile is lost to Redis, and sockets recover it from the
+//! read models (Redis pub/sub is fire-and-forget by design).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// A published frame as received: shared by every socket it goes to.
+pub type Payload = Arc<str>;
+
+const RECONNECT: Duration = Duration::from_millis(500);
+/// How long a subscription may take before the socket goes on without the acknowledgement (it
+/// is restored with the others when the connection comes back).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A local socket's end: where its frames go, and how it is told it fell behind.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub id: u64,
+    pub queue: mpsc::Sender<(String, Payload)>,
+    pub slow: CancellationToken,
+}
+
+enum Command {
+    Subscribe {
+        subscriber: Subscriber,
+        channels: Vec<String>,
+        done: oneshot::Sender<()>,
+    },
+    Unsubscribe {
+        id: u64,
+        channels: Vec<String>,
+    },
+}
+
+/// The handle sockets use; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    prefix: String,
+    commands: mpsc::UnboundedSender<Command>,
+    publisher: Option<redis::aio::ConnectionManager>,
+}
+
+impl Hub {
+    /// Starts the hub's task on `client`; it runs until `stop`.
+    pub fn start(
+        client: redis::Client,
+        publisher: Option<redis::aio::ConnectionManager>,
+        prefix: String,
+        stop: CancellationToken,
+    ) -> Self {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run(client, receiver, stop));
+        Self {
+            prefix,
+            commands,
+            publisher,
+        }
+    }
+
+    /// The full Redis channel name of `name` (`conversation:{id}`, `user:{id}`).
+    pub fn channel(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    /// Registers `subscriber` on `channels`; returns once Redis has acknowledged them (or the
+    /// hub is not connected, in which case they are subscribed on reconnection).
+    pub async fn subscribe(&self, subscriber: Subscriber, channels: Vec<String>) {
+        let (done, acknowledged) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Subscribe {
+                subscriber,
+                channels,
+                done,
+            })
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT * 2, acknowledged).await;
+        }
+    }
+
+    pub fn unsubscribe(&self, id: u64, channels: Vec<String>) {
+        let _ = self.commands.send(Command::Unsubscribe { id, channels });
+    }
+
+    /// Publishes an ephemeral frame (typing) to every instance.
+    pub async fn publish(&self, channel: &str, frame: &str) -> redis::RedisResult<()> {
+        let Some(publisher) = &self.publisher else {
+            return Ok(());
+        };
+        let mut publisher = publisher.clone();
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(frame)
+            .query_async::<i64>(&mut publisher)
+            .await
+            .map(drop)
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    channels: HashMap<String, HashMap<u64, Subscriber>>,
+}
+
+impl Registry {
+    /// Adds the subscriber; returns the channels nobody here listened to before.
+    fn add(&mut self, subscriber: &Subscriber, channels: Vec<String>) -> Vec<String> {
+        let mut fresh = Vec::new();
+        for channel in channels {
+            let listeners = self.channels.entry(channel.clone()).or_default();
+            if listeners.is_empty() {
+                fresh.push(channel);
+            }
+            listeners.insert(subscriber.id, subscriber.clone());
+        }
+        fresh
+    }
+
+    /// Removes the subscriber; returns the channels nobody here listens to any more.
+    fn remove(&mut self, id: u64, channels: Vec<String>) -> Vec<String> {
+        let mut gone = Vec::new();
+        for channel in channels {
+            if let Some(listeners) = self.channels.get_mut(&channel) {
+                listeners.remove(&id);
+                if listeners.is_empty() {
+                    self.channels.remove(&channel);
+                    gone.push(channel);
+                }
+            }
+        }
+        gone
+    }
+
+    fn dispatch(&mut self, channel: &str, payload: &Payload) {
+        let Some(listeners) = self.channels.get_mut(channel) else {
+            return;
+        };
+        listeners.retain(|_, subscriber| {
+            match subscriber
+                .queue
+                .try_send((channel.to_owned(), payload.clone()))
+            {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // The socket closes itself and its client resumes later; its queue stays
+                    // bounded meanwhile.
+                    subscriber.slow.cancel();
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+}
+
+async fn connect(client: &redis::Client) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
+    Ok(client.get_async_pubsub().await?.split())
+}
+
+async fn run(
+    client: redis::Client,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    stop: CancellationToken,
+) {
+    let mut registry = Registry::default();
+    let mut connection: Option<(PubSubSink, PubSubStream)> = None;
+    let mut reconnect = tokio::time::interval(RECONNECT);
+    reconnect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if connection.is_none() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = reconnect.tick() => {}
+                command = commands.recv() => {
+                    let Some(command) = command else { return };
+                    // Not connected: bookkeeping only; the channels are subscribed on reconnection.
+                    match command {
+                        Command::Subscribe { subscriber, channels, done } => {
+                            registry.add(&subscriber, channels);
+                            let _ = done.send(());
+                        }
+                        Command::Unsubscribe { id, channels } => {
+                            registry.remove(id, channels);
+                        }
+                    }
+                    continue;
+                }
+            }
+            match connect(&client).await {
+                Ok((mut sink, stream)) => {
+                    let wanted: Vec<&String> = registry.channels.keys().collect();
+                    if !wanted.is_empty() {
+                        if let Err(e) = sink.subscribe(wanted).await {
+                            tracing::warn!("restoring push subscriptions failed: {e}");
+                            continue;
+                        }
+                    }
+                    tracing::info!(
+                        channels = registry.channels.len(),
+                        "push: subscribed to Redis"
+                    );
+                    metrics::gauge!("chat4all_ws_redis_connected").set(1.0);
+                    connection = Some((sink, stream));
+                }
+                Err(e) => {
+                    tracing::debug!("push: Redis unavailable: {e}");
+                    continue;
+                }
+            }
+        }
+        let Some((sink, stream)) = connection.as_mut() else {
+            continue;
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            message = stream.next() => {
+                let Some(message) = message else {
+                    tracing::warn!("push: lost the Redis connection; reconnecting");
+                    metrics::gauge!("chat4all_ws_redis_connected").set(0.0);
+                    connection = None;
+                    continue;
+                };
+                let channel = message.get_channel_name().to_owned();
+                let Ok(payload) = message.get_payload::<String>() else { continue };
+                registry.dispatch(&channel, &Payload::from(payload));
+            }
+            command = commands.recv() => {
+                let Some(command) = command else { return };
+                let failed = match command {
+                    Command::Subscribe { subscriber, channels, done } => {
+                        let fresh = registry.add(&subscriber, channels);
+                        let result = if fresh.is_empty() {
+                            Ok(Ok(()))
+                        } else {
+                            tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&fresh)).await
+                        };
+                        let _ = done.send(());
+                        !matches!(result, Ok(Ok(())))
+                    }
+                    Command::Unsubscribe { id, channels } => {
+                        let gone = registry.remove(id, channels);
+                        if gone.is_empty() {
+                            false
+                        } else {
+                            let unique: HashSet<&String> = gone.iter().collect();
+                            let unique: Vec<&String> = unique.into_iter().collect();
+                            !matches!(
+                                tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(unique)).await,
+                                Ok(Ok(()))
+                            )
+                        }
+                    }
+                };
+                if failed {
+                    // Start over: reconnecting subscribes to exactly what the registry wants.
+                    tracing::warn!("push: a subscription change failed; reconnecting to Redis");
+                    metrics::gauge!("chat4all_ws_redis_connected").set(0.0);
+                    connection = None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! WebSocket push: `GET /ws`, fed by the projector's announcements on Redis.
+//!
+//! The token is checked before the upgrade (a bad one is an HTTP 401 like any other request).
+//! Each instance shares one Redis subscription per channel among its sockets ([`hub`]); each
+//! socket keeps its conversations in `seq` order, resumes from the read models and is closed
+//! rather than allowed to buffer without bound ([`socket`]).
+
+pub mod hub;
+mod socket;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use warp::http::header::AUTHORIZATION;
+use warp::http::HeaderMap;
+use warp::{Filter, Rejection, Reply};
+
+use crate::auth::Principal;
+use crate::filters::strip_scheme;
+use crate::problem::ApiError;
+use crate::AppState;
+
+pub use hub::Hub;
+
+pub const CLOSE_UNAUTHORIZED: u16 = 4001;
+pub const CLOSE_TOO_MANY: u16 = 4002;
+pub const CLOSE_MALFORMED: u16 = 4003;
+pub const CLOSE_RATE: u16 = 4008;
+
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// Sockets one user may hold on one instance.
+    pub connections_per_user: usize,
+    /// Frames a client may send per minute.
+    pub frames_per_minute: u32,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            connections_per_user: 10,
+            frames_per_minute: 100,
+        }
+    }
+}
+
+/// The push layer of one gateway instance.
+pub struct Push {
+    hub: Hub,
+    queries: chat4all_projections::Queries,
+    config: PushConfig,
+    /// Names this instance in `connection.established`.
+    instance: String,
+    connections: Mutex<HashMap<(String, String), usize>>,
+    next_id: AtomicU64,
+    stop: CancellationToken,
+}
+
+impl Push {
+    pub fn new(
+        hub: Hub,
+        queries: chat4all_projections::Queries,
+        config: PushConfig,
+        stop: CancellationToken,
+    ) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".to_owned());
+        Self {
+            hub,
+            queries,
+            config,
+            instance: format!("{host}-{}", std::process::id()),
+            connections: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            stop,
+        }
+    }
+
+    /// Closes every socket (with 1001) and stops the hub.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn key(principal: &Principal) -> (String, String) {
+        (
+            principal.tenant.as_str().to_owned(),
+            principal.user.as_str().to_owned(),
+        )
+    }
+
+    /// Counts a new socket of the user; false when the user already has as many as allowed.
+    fn admit(&self, principal: &Principal) -> bool {
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = connections.entry(Self::key(principal)).or_default();
+        if *count >= self.config.connections_per_user {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn release(&self, principal: &Principal) {
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = Self::key(principal);
+        if let Some(count) = connections.get_mut(&key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                connections.remove(&key);
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The caller of `/ws`: the token from `?token=` or `Authorization: Bearer`; 401 otherwise.
+fn ws_principal(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
+    warp::query::<TokenQuery>()
+        .or(warp::any().map(|| TokenQuery { token: None }))
+        .unify()
+        .and(warp::header::headers_cloned())
+        .and_then(move |query: TokenQuery, headers: HeaderMap| {
+            let state = state.clone();
+            async move {
+                let token = query.token.or_else(|| {
+                    headers
+                        .get(AUTHORIZATION)
+                        .and_then(|h| h.to_str().ok())
+                        .and_then(|h| strip_scheme(h, "Bearer"))
+                        .map(|t| t.trim().to_owned())
+                });
+                let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+                    warp::reject::custom(ApiError::unauthorized(
+                        "a token is required: ?token=<access token> or Authorization: Bearer",
+                    ))
+                })?;
+                state
+                    .tokens
+                    .verify(&token)
+                    .await
+                    .map_err(|e| warp::reject::custom(ApiError::unauthorized(e.to_string())))
+            }
+        })
+}
+
+/// `GET /ws`.
+pub fn route(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let push = state.push.clone();
+    warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(ws_principal(state))
+        .and(warp::ws())
+        .map(move |principal: Principal, ws: warp::ws::Ws| {
+            let push = push.clone();
+            ws.on_upgrade(move |socket| async move {
+                if push.admit(&principal) {
+                    socket::serve(socket, principal, push).await;
+                } else {
+                    socket::refuse(socket, CLOSE_TOO_MANY, "too many connections for this user")
+                        .await;
+                }
+            })
+            .into_response()
+        })
+}

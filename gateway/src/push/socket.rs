@@ -1,0 +1,488 @@
+//! One WebSocket connection: subscriptions, ordering, resume, liveness and limits.
+//!
+//! Everything a socket does happens in its own task, one step at a time, so the order in which
+//! frames reach the client is the order in which this task decided to send them. Messages are
+//! tracked per conversation by `seq`: a frame at or below what the client already has is a
+//! duplicate and dropped; a frame beyond the next expected `seq` means something was lost on the
+//! way (Redis pub/sub is fire-and-forget), and the gap is filled from the read models first.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat4all_projections::MessagesFrom;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use warp::ws::{Message, WebSocket};
+
+use super::hub::{Payload, Subscriber};
+use super::{Push, CLOSE_MALFORMED, CLOSE_RATE, CLOSE_UNAUTHORIZED};
+use crate::auth::Principal;
+
+/// Frames waiting for one socket; beyond this the socket is too slow and is closed.
+const QUEUE: usize = 1024;
+const PING_EVERY: Duration = Duration::from_secs(30);
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
+/// How long one frame may take to go out before the client counts as too slow.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages replayed per conversation on `resume` (or to fill a gap) before the client is told
+/// to refetch through the query API instead.
+const REPLAY_LIMIT: usize = 1_000;
+const PAGE: i64 = 100;
+/// Standard close code for "try again later": the client should reconnect and resume.
+const CLOSE_SLOW: u16 = 1013;
+const CLOSE_IDLE: u16 = 1001;
+
+fn frame(kind: &str, data: &Value) -> String {
+    json!({
+        "type": kind,
+        "timestamp": chat4all_projections::apply::rfc3339(chrono::Utc::now()),
+        "data": data,
+    })
+    .to_string()
+}
+
+/// Why a connection ends, and the close frame it gets.
+struct Close(u16, &'static str);
+
+struct Connection {
+    push: Arc<Push>,
+    principal: Principal,
+    id: u64,
+    subscriber: Subscriber,
+    sink: futures::stream::SplitSink<WebSocket, Message>,
+    /// Conversations the user is a member of, as far as this socket knows.
+    conversations: HashSet<Uuid>,
+    /// The last `seq` the client has of each conversation, where known.
+    last_seq: HashMap<Uuid, i64>,
+    /// Full Redis channel names this socket is registered on.
+    channels: HashSet<String>,
+    frames: FrameBudget,
+}
+
+/// The client's frame allowance: `per_minute`, refilled continuously.
+struct FrameBudget {
+    per_minute: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl FrameBudget {
+    fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: f64::from(per_minute),
+            tokens: f64::from(per_minute),
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.per_minute / 60.0;
+        self.tokens = (self.tokens + refill).min(self.per_minute);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub async fn serve(socket: WebSocket, principal: Principal, push: Arc<Push>) {
+    let (sink, mut stream) = socket.split();
+    let id = push.next_id();
+    let (queue, mut incoming) = mpsc::channel::<(String, Payload)>(QUEUE);
+    let slow = CancellationToken::new();
+    let subscriber = Subscriber {
+        id,
+        queue,
+        slow: slow.clone(),
+    };
+    let frames = FrameBudget::new(push.config.frames_per_minute);
+    let mut connection = Connection {
+        push: push.clone(),
+        principal,
+        id,
+        subscriber,
+        sink,
+        conversations: HashSet::new(),
+        last_seq: HashMap::new(),
+        channels: HashSet::new(),
+        frames,
+    };
+    metrics::gauge!("chat4all_ws_connections").increment(1.0);
+    let close = connection.run(&mut stream, &mut incoming, &slow).await;
+    if let Some(Close(code, reason)) = close {
+        if code == CLOSE_SLOW {
+            metrics::counter!("chat4all_ws_slow_consumer_closes_total").increment(1);
+        }
+        let _ = tokio::time::timeout(
+            SEND_TIMEOUT,
+            connection.sink.send(Message::close_with(code, reason)),
+        )
+        .await;
+    }
+    let _ = connection.sink.close().await;
+    push.hub
+        .unsubscribe(id, connection.channels.drain().collect());
+    push.release(&connection.principal);
+    metrics::gauge!("chat4all_ws_connections").decrement(1.0);
+}
+
+impl Connection {
+    fn user(&self) -> &str {
+        self.principal.user.as_str()
+    }
+
+    fn tenant(&self) -> &str {
+        self.principal.tenant.as_str()
+    }
+
+    async fn send(&mut self, text: String) -> Result<(), Close> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.sink.send(Message::text(text))).await {
+            Ok(Ok(())) => {
+                metrics::counter!("chat4all_ws_frames_sent_total").increment(1);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Close(1006, "")),
+            Err(_) => Err(Close(CLOSE_SLOW, "too slow to receive")),
+        }
+    }
+
+    async fn subscribe(&mut self, names: Vec<String>) {
+        let channels: Vec<String> = names
+            .iter()
+            .map(|n| self.push.hub.channel(n))
+            .filter(|c| !self.channels.contains(c))
+            .collect();
+        if channels.is_empty() {
+            return;
+        }
+        self.channels.extend(channels.iter().cloned());
+        self.push
+            .hub
+            .subscribe(self.subscriber.clone(), channels)
+            .await;
+    }
+
+    fn unsubscribe(&mut self, name: &str) {
+        let channel = self.push.hub.channel(name);
+        if self.channels.remove(&channel) {
+            self.push.hub.unsubscribe(self.id, vec![channel]);
+        }
+    }
+
+    async fn run(
+        &mut self,
+        stream: &mut futures::stream::SplitStream<WebSocket>,
+        incoming: &mut mpsc::Receiver<(String, Payload)>,
+        slow: &CancellationToken,
+    ) -> Option<Close> {
+        // The user's own channel first, then the read models: a conversation joined in between
+        // is either already in the read models or announced on the channel.
+        let user_channel = format!("user:{}", self.user());
+        self.subscribe(vec![user_channel]).await;
+        let conversations = match self
+            .push
+            .queries
+            .member_conversations(self.tenant(), self.user())
+            .await
+        {
+            Ok(conversations) => conversations,
+            Err(e) => {
+                tracing::warn!("push: loading the user's conversations failed: {e}");
+                return Some(Close(1011, "temporarily unavailable"));
+            }
+        };
+        self.conversations.extend(conversations.iter().copied());
+        self.subscribe(
+            conversations
+                .iter()
+                .map(|c| format!("conversation:{c}"))
+                .collect(),
+        )
+        .await;
+        let established = json!({
+            "user_id": self.user(),
+            "session_id": Uuid::new_v4(),
+            "server_instance": self.push.instance,
+        });
+        if let Err(close) = self
+            .send(frame("connection.established", &established))
+            .await
+        {
+            return Some(close);
+        }
+
+        let expires_in = Duration::from_secs(
+            self.principal
+                .expires_at
+                .saturating_sub(crate::auth::now_secs()),
+        );
+        let expiry = tokio::time::sleep(expires_in);
+        tokio::pin!(expiry);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let mut heard = Instant::now();
+        let stop = self.push.stop.clone();
+        loop {
+            let step = tokio::select! {
+                () = stop.cancelled() => Err(Close(1001, "server shutting down")),
+                () = slow.cancelled() => Err(Close(CLOSE_SLOW, "too slow to receive")),
+                () = &mut expiry => Err(Close(CLOSE_UNAUTHORIZED, "token expired")),
+                _ = ping.tick() => {
+                    if heard.elapsed() >= IDLE_CLOSE {
+                        Err(Close(CLOSE_IDLE, "no frame from the client for 60 s"))
+                    } else {
+                        self.send(frame("ping", &json!({}))).await
+                    }
+                }
+                received = stream.next() => match received {
+                    None | Some(Err(_)) => return None,
+                    Some(Ok(message)) => {
+                        heard = Instant::now();
+                        self.on_client_frame(message).await
+                    }
+                },
+                published = incoming.recv() => match published {
+                    Some((channel, payload)) => self.on_published(&channel, &payload).await,
+                    None => Err(Close(1011, "")),
+                },
+            };
+            if let Err(close) = step {
+                return Some(close);
+            }
+        }
+    }
+
+    async fn on_client_frame(&mut self, message: Message) -> Result<(), Close> {
+        if message.is_close() {
+            return Err(Close(1000, ""));
+        }
+        if message.is_ping() || message.is_pong() {
+            return Ok(());
+        }
+        if !self.frames.take() {
+            return Err(Close(CLOSE_RATE, "too many frames"));
+        }
+        let Ok(text) = message.to_str() else {
+            return Err(Close(CLOSE_MALFORMED, "frames must be JSON text"));
+        };
+        let Ok(Value::Object(frame)) = serde_json::from_str::<Value>(text) else {
+            return Err(Close(CLOSE_MALFORMED, "a frame must be a JSON object"));
+        };
+        let data = frame.get("data").cloned().unwrap_or(Value::Null);
+        match frame.get("type").and_then(Value::as_str) {
+            Some("pong" | "ping") => Ok(()),
+            Some("resume") => self.resume(&data).await,
+            Some("typing") => self.typing(&data).await,
+            _ => Err(Close(CLOSE_MALFORMED, "unknown frame type")),
+        }
+    }
+
+    async fn typing(&mut self, data: &Value) -> Result<(), Close> {
+        let Some(conversation) = data
+            .get("conversation_id")
+            .and_then(Value::as_str)
+            .and_then(|c| Uuid::parse_str(c).ok())
+        else {
+            return Err(Close(CLOSE_MALFORMED, "typing needs a conversation_id"));
+        };
+        if !self.conversations.contains(&conversation) {
+            let error = json!({"code": "not_a_member", "detail": "typing is for members of the conversation"});
+            return self.send(frame("error", &error)).await;
+        }
+        let typing = frame(
+            "typing",
+            &json!({"conversation_id": conversation, "user_id": self.user(), "tenant_id": self.tenant()}),
+        );
+        let channel = self
+            .push
+            .hub
+            .channel(&format!("conversation:{conversation}"));
+        if let Err(e) = self.push.hub.publish(&channel, &typing).await {
+            tracing::debug!("push: publishing typing failed: {e}");
+        }
+        Ok(())
+    }
+
+    async fn resume(&mut self, data: &Value) -> Result<(), Close> {
+        let Some(positions) = data.get("positions").and_then(Value::as_object) else {
+            return Err(Close(CLOSE_MALFORMED, "resume needs positions"));
+        };
+        let mut wanted = Vec::with_capacity(positions.len());
+        for (conversation, seq) in positions {
+            let (Ok(conversation), Some(seq)) = (Uuid::parse_str(conversation), seq.as_i64())
+            else {
+                return Err(Close(
+                    CLOSE_MALFORMED,
+                    "positions map conversation ids to seq numbers",
+                ));
+            };
+            wanted.push((conversation, seq.max(0)));
+        }
+        let mut recovered = true;
+        let mut replayed = 0;
+        for (conversation, seq) in wanted {
+            if !self.conversations.contains(&conversation) {
+                // Not (or no longer) a member: nothing to replay, and nothing to reveal.
+                recovered = false;
+                continue;
+            }
+            let known = self.last_seq.get(&conversation).copied().unwrap_or(0);
+            self.last_seq.insert(conversation, seq.max(known));
+            match self.fill(conversation, seq, None).await? {
+                Some(count) => replayed += count,
+                None => recovered = false,
+            }
+        }
+        let completed = json!({"recovered": recovered, "replayed": replayed});
+        self.send(frame("resume.completed", &completed)).await
+    }
+
+    /// Sends the messages of `conversation` after `after` (below `before`, if given) from the
+    /// read models; `None` when there were too many, or the read models could not answer.
+    async fn fill(
+        &mut self,
+        conversation: Uuid,
+        mut after: i64,
+        before: Option<i64>,
+    ) -> Result<Option<usize>, Close> {
+        let mut sent = 0;
+        loop {
+            let page = self
+                .push
+                .queries
+                .messages(
+                    self.tenant(),
+                    self.user(),
+                    conversation,
+                    MessagesFrom::After(after),
+                    PAGE,
+                )
+                .await;
+            let Ok(Some(page)) = page else {
+                return Ok(None);
+            };
+            let more = page.next_cursor.is_some();
+            for message in page.items {
+                let Some(seq) = message.get("seq").and_then(Value::as_i64) else {
+                    continue;
+                };
+                if before.is_some_and(|b| seq >= b) {
+                    return Ok(Some(sent));
+                }
+                after = seq;
+                if seq <= self.last_seq.get(&conversation).copied().unwrap_or(0) {
+                    continue;
+                }
+                self.last_seq.insert(conversation, seq);
+                self.send(frame("message.created", &message)).await?;
+                sent += 1;
+                if sent >= REPLAY_LIMIT {
+                    return Ok(None);
+                }
+            }
+            if !more {
+                return Ok(Some(sent));
+            }
+        }
+    }
+
+    async fn on_published(&mut self, channel: &str, payload: &str) -> Result<(), Close> {
+        let Ok(mut published) = serde_json::from_str::<Value>(payload) else {
+            return Ok(());
+        };
+        let kind = published["type"].as_str().unwrap_or_default().to_owned();
+        let data = &mut published["data"];
+        // Channels are per conversation and per user id; a user id is only unique in its tenant.
+        if data["tenant_id"].as_str() != Some(self.tenant()) {
+            return Ok(());
+        }
+        if let Some(object) = data.as_object_mut() {
+            object.remove("tenant_id");
+        }
+        let conversation = data["conversation_id"]
+            .as_str()
+            .and_then(|c| Uuid::parse_str(c).ok());
+        let about_me = data["user_id"].as_str() == Some(self.user());
+        let on_user_channel = channel.ends_with(&format!(":user:{}", self.user()));
+        match (kind.as_str(), conversation) {
+            ("message.created", Some(conversation)) => {
+                let Some(seq) = data["seq"].as_i64() else {
+                    return Ok(());
+                };
+                if let Some(&last) = self.last_seq.get(&conversation) {
+                    if seq <= last {
+                        return Ok(());
+                    }
+                    if seq > last + 1 {
+                        // Lost on the way: what is missing is in the read models already,
+                        // since a message is published only after its batch committed.
+                        self.fill(conversation, last, Some(seq)).await?;
+                    }
+                }
+                self.last_seq.insert(conversation, seq);
+                if let Some(created) = data["created_at"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                {
+                    let age = chrono::Utc::now().signed_duration_since(created);
+                    if let Ok(age) = age.to_std() {
+                        metrics::histogram!("chat4all_push_latency_seconds")
+                            .record(age.as_secs_f64());
+                    }
+                }
+            }
+            ("conversation.created" | "conversation.member_joined", Some(conversation)) => {
+                if !about_me {
+                    // Others joining: only on the conversation's channel.
+                } else if on_user_channel {
+                    if self.conversations.insert(conversation) {
+                        self.subscribe(vec![format!("conversation:{conversation}")])
+                            .await;
+                        if kind == "conversation.created" {
+                            // Its first messages may have been published before this socket
+                            // listened: the client gets them from the read models, after the
+                            // creation itself.
+                            let text = json!({"type": kind, "timestamp": published["timestamp"], "data": published["data"]});
+                            self.send(text.to_string()).await?;
+                            self.last_seq.insert(conversation, 0);
+                            self.fill(conversation, 0, None).await?;
+                            return Ok(());
+                        }
+                    }
+                } else {
+                    // The user's own join also arrives on the user's channel.
+                    return Ok(());
+                }
+            }
+            ("conversation.member_left", Some(conversation)) if about_me => {
+                // The user's own leave also arrives on the user's channel; that copy counts.
+                if !on_user_channel {
+                    return Ok(());
+                }
+                self.conversations.remove(&conversation);
+                self.last_seq.remove(&conversation);
+                self.unsubscribe(&format!("conversation:{conversation}"));
+            }
+            ("typing", _) if about_me => return Ok(()),
+            _ => {}
+        }
+        let text =
+            json!({"type": kind, "timestamp": published["timestamp"], "data": published["data"]});
+        self.send(text.to_string()).await
+    }
+}
+
+/// Closes a socket that may not be served, with `code`.
+pub async fn refuse(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let _ =
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::close_with(code, reason))).await;
+    let _ = socket.close().await;
+}
