@@ -30,12 +30,16 @@ struct Deployment {
 
 impl Deployment {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[(&str, &str)]) -> Self {
         let (options, pool) = fresh_database().await;
         let url = options.to_url_lossy().to_string();
         let bootstrap = std::env::var("KAFKA_BOOTSTRAP_SERVERS")
             .unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
         let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-        let env = [
+        let mut env = vec![
             ("DATABASE_URL", url.as_str()),
             ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.as_str()),
             ("CHAT4ALL_TOPIC_PREFIX", prefix.as_str()),
@@ -43,6 +47,7 @@ impl Deployment {
             ("CHAT4ALL_LISTEN", "127.0.0.1:0"),
             ("CHAT4ALL_RATE_LIMIT_PER_MINUTE", "0"),
         ];
+        env.extend_from_slice(extra);
         let mut processes = vec![
             Process::spawn(&["relay"], &env),
             Process::spawn(&["project"], &env),
@@ -416,4 +421,124 @@ async fn bad_clients_are_closed_with_their_codes_and_others_are_served() {
     for socket in &mut sockets {
         assert_eq!(created_seqs(socket, &conversation, 1).await, [2]);
     }
+}
+
+#[tokio::test]
+async fn a_token_that_expires_while_connected_closes_the_socket_with_4001() {
+    let deployment = Deployment::start_with(&[("CHAT4ALL_AUTH__ACCESS_TOKEN_TTL_SECS", "2")]).await;
+    let bob = deployment.token("bob").await;
+    let mut socket = deployment.connect(0, &bob).await;
+    assert_eq!(
+        close_code(&mut socket).await,
+        Some(CloseCode::Library(4001))
+    );
+}
+
+/// A Redis server of the test's own, so that stopping it disturbs nobody else.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed with Redis");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn sockets_survive_a_redis_restart_and_get_what_was_published_meanwhile() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = PrivateRedis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let deployment = Deployment::start_with(&[("REDIS_URL", url.as_str())]).await;
+    let alice = deployment.token("alice").await;
+    let bob = deployment.token("bob").await;
+    let conversation = group(&deployment, &alice, &["alice", "bob", "carol"]).await;
+    let mut socket = deployment.connect(1, &bob).await;
+    send(&deployment, 0, &alice, &conversation, "before").await;
+    assert_eq!(created_seqs(&mut socket, &conversation, 1).await, [1]);
+
+    redis.stop();
+    for i in 0..5 {
+        send(
+            &deployment,
+            0,
+            &alice,
+            &conversation,
+            &format!("during {i}"),
+        )
+        .await;
+    }
+    let _redis = PrivateRedis::start(redis.port);
+    // Once the gateway has resubscribed, the next message arrives, and the five published while
+    // Redis was down come first, from the read models.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seqs = Vec::new();
+    while seqs.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing arrived after Redis came back"
+        );
+        send(&deployment, 0, &alice, &conversation, "after").await;
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_secs(2), socket.next()).await
+        {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "message.created" {
+                seqs.push(frame["data"]["seq"].as_i64().unwrap());
+            }
+        }
+    }
+    let sent = count_messages(&deployment.pool, &conversation).await;
+    let rest = usize::try_from(sent - 1).unwrap() - seqs.len();
+    seqs.extend(created_seqs(&mut socket, &conversation, rest).await);
+    assert_eq!(seqs, (2..=sent).collect::<Vec<i64>>());
+}
+
+/// Messages of `conversation` once the read models have them all (the store is the truth).
+async fn count_messages(pool: &PgPool, conversation: &str) -> i64 {
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'MessageSent' \
+           AND payload -> 'MessageSent' ->> 'conversation_id' = $1",
+    )
+    .bind(conversation)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    stored
 }
