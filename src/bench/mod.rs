@@ -1,6 +1,7 @@
 //! `chat4all bench`: each scenario measures the engine and, in the same run, the raw limit of the
 //! machine it runs on, and reports their ratio, so figures compare across machines.
 
+mod connections;
 mod ingest;
 mod projector;
 mod queries;
@@ -19,6 +20,8 @@ pub enum Scenario {
     /// Relay throughput on a backlog against raw production of the same records, and
     /// commit-to-acknowledgement latency at a steady rate.
     Relay(relay::RelayArgs),
+    /// Memory and idle CPU of a gateway holding many WebSockets.
+    Connections(connections::ConnectionsArgs),
     /// Projector throughput on a backlog against a raw consumer of the same topic.
     Projector(projector::ProjectorArgs),
     /// Query latency through the HTTP API on large read models.
@@ -31,6 +34,7 @@ pub async fn run(settings: &Settings, scenario: Scenario) -> anyhow::Result<()> 
     match scenario {
         Scenario::Ingest(args) => ingest::run(settings, args).await,
         Scenario::Relay(args) => relay::run(settings, args).await,
+        Scenario::Connections(args) => connections::run(settings, args).await,
         Scenario::Projector(args) => projector::run(settings, args).await,
         Scenario::Queries(args) => queries::run(settings, args).await,
         Scenario::Replay(args) => replay::run(settings, args).await,

@@ -323,6 +323,20 @@ async fn bad_clients_are_closed_with_their_codes_and_others_are_served() {
         other => panic!("expected 401, got {other:?}"),
     }
 
+    // A plain GET is not a handshake: a problem, not a hang.
+    let plain = deployment
+        .http
+        .get(format!(
+            "http://{}/ws?token={alice}",
+            deployment.gateways[0]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+    let problem: Value = plain.json().await.unwrap();
+    assert_eq!(problem["code"], "websocket_upgrade_required");
+
     let mut watcher = deployment.connect(0, &alice).await;
     // Malformed frames: 4003.
     for bad in [

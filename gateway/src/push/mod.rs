@@ -12,10 +12,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use warp::http::header::AUTHORIZATION;
-use warp::http::HeaderMap;
+use warp::http::{HeaderMap, StatusCode};
+use warp::hyper::upgrade::OnUpgrade;
 use warp::{Filter, Rejection, Reply};
 
 use crate::auth::Principal;
@@ -160,6 +164,48 @@ fn ws_principal(
         })
 }
 
+/// The WebSocket handshake headers of a request, if it is one.
+fn websocket_key() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::header::headers_cloned().and_then(|headers: HeaderMap| async move {
+        let has = |name: &str, token: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|v| v.trim().eq_ignore_ascii_case(token))
+        };
+        let key = headers
+            .get("sec-websocket-key")
+            .and_then(|k| k.to_str().ok())
+            .map(str::to_owned);
+        match key {
+            Some(key)
+                if has("connection", "upgrade")
+                    && has("upgrade", "websocket")
+                    && has("sec-websocket-version", "13") =>
+            {
+                Ok(key)
+            }
+            _ => Err(warp::reject::custom(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "websocket_upgrade_required",
+                "GET /ws is a WebSocket (RFC 6455) handshake",
+            ))),
+        }
+    })
+}
+
+/// Small buffers per socket: frames are small, and 10,000 idle sockets must fit in little memory.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(Some(64 * 1024))
+        .max_frame_size(Some(64 * 1024))
+}
+
 /// `GET /ws`.
 pub fn route(
     state: Arc<AppState>,
@@ -169,17 +215,59 @@ pub fn route(
         .and(warp::path::end())
         .and(warp::get())
         .and(ws_principal(state))
-        .and(warp::ws())
-        .map(move |principal: Principal, ws: warp::ws::Ws| {
-            let push = push.clone();
-            ws.on_upgrade(move |socket| async move {
-                if push.admit(&principal) {
-                    socket::serve(socket, principal, push).await;
-                } else {
-                    socket::refuse(socket, CLOSE_TOO_MANY, "too many connections for this user")
+        .and(websocket_key())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and_then(
+            move |principal: Principal, key: String, upgrade: Option<OnUpgrade>| {
+                let push = push.clone();
+                async move {
+                    let upgrade = upgrade.ok_or_else(|| {
+                        warp::reject::custom(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "websocket_upgrade_required",
+                            "this connection cannot be upgraded",
+                        ))
+                    })?;
+                    tokio::spawn(async move {
+                        let upgraded = match upgrade.await {
+                            Ok(upgraded) => upgraded,
+                            Err(e) => {
+                                tracing::debug!("push: the upgrade failed: {e}");
+                                return;
+                            }
+                        };
+                        let socket = socket::Socket::from_raw_socket(
+                            TokioIo::new(upgraded),
+                            Role::Server,
+                            Some(socket_config()),
+                        )
                         .await;
+                        if push.admit(&principal) {
+                            socket::serve(socket, principal, push).await;
+                        } else {
+                            socket::refuse(
+                                socket,
+                                CLOSE_TOO_MANY,
+                                "too many connections for this user",
+                            )
+                            .await;
+                        }
+                    });
+                    let response = http::Response::builder()
+                        .status(StatusCode::SWITCHING_PROTOCOLS)
+                        .header("connection", "upgrade")
+                        .header("upgrade", "websocket")
+                        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+                        .body(warp::hyper::body::Bytes::new())
+                        .map_err(|_| {
+                            warp::reject::custom(ApiError::new(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "internal",
+                                "the handshake could not be answered",
+                            ))
+                        })?;
+                    Ok::<_, Rejection>(response.into_response())
                 }
-            })
-            .into_response()
-        })
+            },
+        )
 }

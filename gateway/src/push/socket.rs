@@ -12,11 +12,16 @@ use std::time::{Duration, Instant};
 
 use chat4all_projections::MessagesFrom;
 use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use warp::ws::{Message, WebSocket};
+use warp::hyper::upgrade::Upgraded;
 
 use super::hub::{Payload, Subscriber};
 use super::{Push, CLOSE_MALFORMED, CLOSE_RATE, CLOSE_UNAUTHORIZED};
@@ -45,6 +50,15 @@ fn frame(kind: &str, data: &Value) -> String {
     .to_string()
 }
 
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
+}
+
 /// Why a connection ends, and the close frame it gets.
 struct Close(u16, &'static str);
 
@@ -53,7 +67,7 @@ struct Connection {
     principal: Principal,
     id: u64,
     subscriber: Subscriber,
-    sink: futures::stream::SplitSink<WebSocket, Message>,
+    sink: futures::stream::SplitSink<Socket, Message>,
     /// Conversations the user is a member of, as far as this socket knows.
     conversations: HashSet<Uuid>,
     /// The last `seq` the client has of each conversation, where known.
@@ -93,7 +107,7 @@ impl FrameBudget {
     }
 }
 
-pub async fn serve(socket: WebSocket, principal: Principal, push: Arc<Push>) {
+pub async fn serve(socket: Socket, principal: Principal, push: Arc<Push>) {
     let (sink, mut stream) = socket.split();
     let id = push.next_id();
     let (queue, mut incoming) = mpsc::channel::<(String, Payload)>(QUEUE);
@@ -123,7 +137,7 @@ pub async fn serve(socket: WebSocket, principal: Principal, push: Arc<Push>) {
         }
         let _ = tokio::time::timeout(
             SEND_TIMEOUT,
-            connection.sink.send(Message::close_with(code, reason)),
+            connection.sink.send(close_frame(code, reason)),
         )
         .await;
     }
@@ -179,7 +193,7 @@ impl Connection {
 
     async fn run(
         &mut self,
-        stream: &mut futures::stream::SplitStream<WebSocket>,
+        stream: &mut futures::stream::SplitStream<Socket>,
         incoming: &mut mpsc::Receiver<(String, Payload)>,
         slow: &CancellationToken,
     ) -> Option<Close> {
@@ -270,10 +284,10 @@ impl Connection {
         if !self.frames.take() {
             return Err(Close(CLOSE_RATE, "too many frames"));
         }
-        let Ok(text) = message.to_str() else {
+        let Message::Text(text) = message else {
             return Err(Close(CLOSE_MALFORMED, "frames must be JSON text"));
         };
-        let Ok(Value::Object(frame)) = serde_json::from_str::<Value>(text) else {
+        let Ok(Value::Object(frame)) = serde_json::from_str::<Value>(text.as_str()) else {
             return Err(Close(CLOSE_MALFORMED, "a frame must be a JSON object"));
         };
         let data = frame.get("data").cloned().unwrap_or(Value::Null);
@@ -481,8 +495,7 @@ impl Connection {
 }
 
 /// Closes a socket that may not be served, with `code`.
-pub async fn refuse(mut socket: WebSocket, code: u16, reason: &'static str) {
-    let _ =
-        tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::close_with(code, reason))).await;
-    let _ = socket.close().await;
+pub async fn refuse(mut socket: Socket, code: u16, reason: &'static str) {
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(close_frame(code, reason))).await;
+    let _ = socket.close(None).await;
 }

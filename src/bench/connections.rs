@@ -1,0 +1,183 @@
+//! Connections: what an idle WebSocket costs a gateway instance. A gateway process of its own is
+//! started, N sockets are opened to it (ten per user, the per-user limit), and its resident
+//! memory and CPU are read from `/proc` before and after, while the sockets sit idle.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chat4all_gateway::auth::{KeyRing, Scope, TokenService};
+use chat4all_platform::{Secret, Settings};
+use futures::StreamExt;
+use tokio::io::AsyncBufReadExt;
+
+use super::{drop_database, recreate_database, with_database};
+
+#[derive(Debug, clap::Args)]
+pub struct ConnectionsArgs {
+    /// Idle sockets to open.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Seconds to watch the idle gateway's CPU.
+    #[arg(long, default_value_t = 10)]
+    idle_seconds: u64,
+    /// A short run (1,000 sockets, 3 s idle).
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS without a value")?
+        .parse()?)
+}
+
+/// CPU time of `pid` in clock ticks (user + system).
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+/// Raises this process's open-file limit (inherited by the gateway it starts) to what the
+/// sockets need; `prlimit` does it without any unsafe code here.
+fn raise_file_limit(needed: usize) {
+    let limit = (needed + 1_000).max(65_536).to_string();
+    let raised = Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status();
+    if !raised.is_ok_and(|s| s.success()) {
+        println!("connections: could not raise the open-file limit; fewer sockets may open");
+    }
+}
+
+pub async fn run(settings: &Settings, args: ConnectionsArgs) -> anyhow::Result<()> {
+    let (count, idle) = if args.quick {
+        (1_000, 3)
+    } else {
+        (args.connections, args.idle_seconds)
+    };
+    raise_file_limit(count * 2);
+    let base = settings.database.connect_options()?;
+    let database = format!("chat4all_bench_connections_{}", std::process::id());
+    recreate_database(&base, &database).await?;
+    let mut settings = settings.clone();
+    let url = with_database(settings.database.url.expose(), &database);
+    settings.database.url = Secret::new(url.clone());
+    crate::cli::migrate(&settings).await?;
+
+    let mut gateway = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("gateway")
+        .env("DATABASE_URL", &url)
+        .env("CHAT4ALL_LISTEN", "127.0.0.1:0")
+        .env(
+            "CHAT4ALL_TOPIC_PREFIX",
+            format!("bench{}", std::process::id()),
+        )
+        .env("CHAT4ALL_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn,chat4all_gateway=info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = gateway.id().context("the gateway exited at once")?;
+    let mut logs = tokio::io::BufReader::new(gateway.stderr.take().context("no stderr")?).lines();
+    let address = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), logs.next_line())
+            .await
+            .context("the gateway did not start")??
+            .context("the gateway exited")?;
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if let Some(address) = entry["fields"]["address"].as_str() {
+            break address.to_owned();
+        }
+    };
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
+
+    let pool = settings.database.connect().await?;
+    let tokens = TokenService::new(
+        Arc::new(KeyRing::open(pool.clone()).await?),
+        settings.auth.issuer.clone(),
+        settings.auth.audience.clone(),
+        3_600,
+    );
+    let users = count.div_ceil(10);
+    let tokens: Vec<String> = (0..users)
+        .map(|u| {
+            tokens
+                .issue("bench", &format!("user{u}"), "bench", &[Scope::Read])
+                .map(|(token, _)| token)
+        })
+        .collect::<Result<_, _>>()?;
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before_kib = rss_kib(pid)?;
+    println!("connections: gateway (pid {pid}) at {before_kib} KiB; opening {count} sockets");
+    let started = Instant::now();
+    let mut sockets = Vec::with_capacity(count);
+    let mut last = Instant::now();
+    for i in 0..count {
+        let url = format!("ws://{address}/ws?token={}", tokens[i / 10]);
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .with_context(|| format!("socket {i}"))?;
+        socket.next().await.context("no connection.established")??;
+        sockets.push(socket);
+        if last.elapsed() >= Duration::from_secs(2) {
+            println!("  {:>6} open  {:>8} KiB", i + 1, rss_kib(pid)?);
+            last = Instant::now();
+        }
+    }
+    println!(
+        "connections: {count} open in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ticks_before = cpu_ticks(pid)?;
+    let idle_started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(idle)).await;
+    let ticks = cpu_ticks(pid)? - ticks_before;
+    let idle_cpu = ticks as f64 / 100.0 / idle_started.elapsed().as_secs_f64() * 100.0;
+    let after_kib = rss_kib(pid)?;
+    let per_connection_kib = (after_kib.saturating_sub(before_kib)) as f64 / count as f64;
+    drop(sockets);
+    let _ = gateway.kill().await;
+    pool.close().await;
+    drop_database(&base, &database).await?;
+
+    println!();
+    println!("sockets           {count:>10}");
+    println!("gateway memory    {before_kib:>10} KiB before, {after_kib} KiB after");
+    println!("per connection    {per_connection_kib:>10.1} KiB   (target <= 16, goal 10)");
+    println!("idle CPU          {idle_cpu:>10.2} % of one core over {idle} s");
+    std::fs::create_dir_all(&args.out)?;
+    let report = serde_json::json!({
+        "scenario": "connections", "connections": count,
+        "rss_before_kib": before_kib, "rss_after_kib": after_kib,
+        "per_connection_kib": per_connection_kib, "idle_cpu_percent": idle_cpu,
+        "started_at": chrono::Utc::now().to_rfc3339(),
+        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+    });
+    let path = args.out.join("connections.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    println!("written {}", path.display());
+    Ok(())
+}
