@@ -12,6 +12,7 @@ pub mod apply;
 pub mod projector;
 pub mod queries;
 pub mod replay;
+pub mod testing;
 
 pub use apply::{apply, apply_batch, apply_batch_silently, Notification, ProjectedEvent};
 pub use projector::{Projector, ProjectorConfig, ProjectorStatus, Record, PROJECTION};

@@ -13,6 +13,8 @@ use chrono::Utc;
 use sqlx::{ConnectOptions, PgPool};
 use tokio::task::JoinHandle;
 
+use chat4all_projections::testing::snapshot;
+
 use crate::process::{message, Process};
 
 const MESSAGES: usize = 800;
@@ -21,21 +23,6 @@ const PROJECTOR_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn ctx(user: &str) -> CommandContext {
     chat4all_commands::testing::context(user)
-}
-
-/// Every read-model row, as comparable text.
-async fn model(pool: &PgPool) -> String {
-    sqlx::query_scalar::<_, Option<String>>(
-        "SELECT string_agg(t, '|' ORDER BY t) FROM \
-         (SELECT row_to_json(m)::text AS t FROM rm_messages m UNION ALL \
-          SELECT row_to_json(x)::text FROM rm_members x UNION ALL \
-          SELECT row_to_json(c)::text FROM rm_conversations c UNION ALL \
-          SELECT row_to_json(h)::text FROM rm_message_history h) s",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
-    .unwrap_or_default()
 }
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {
@@ -153,11 +140,11 @@ impl Pipeline {
         )
         .await;
         assert_eq!(counted, i64::try_from(MESSAGES).unwrap());
-        let live = model(&self.pool).await;
+        let live = snapshot(&self.pool).await;
         chat4all_projections::replay::rebuild(&self.pool, |_| {})
             .await
             .unwrap();
-        assert_eq!(model(&self.pool).await, live);
+        assert_eq!(snapshot(&self.pool).await, live);
     }
 }
 

@@ -8,6 +8,7 @@ use chat4all_commands::{
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::{MessageContent, RecipientStatus};
 use chat4all_domain::{ConversationId, MessageId, UserId};
+pub use chat4all_projections::testing::snapshot;
 use chat4all_projections::{apply, apply_batch, Notification, ProjectedEvent};
 use chat4all_relay::{read_batch, Checkpoint};
 use chrono::Utc;
@@ -329,19 +330,4 @@ async fn messages_are_numbered_per_conversation_and_counted_unread_until_read() 
         "a re-delivery announces nothing: {again:?}"
     );
     assert_eq!(snapshot(&pool).await, before);
-}
-
-/// Every read-model row, as comparable text.
-pub async fn snapshot(pool: &PgPool) -> String {
-    sqlx::query_scalar::<_, Option<String>>(
-        "SELECT string_agg(t, '|' ORDER BY t) FROM \
-         (SELECT row_to_json(m)::text AS t FROM rm_messages m UNION ALL \
-          SELECT row_to_json(x)::text FROM rm_members x UNION ALL \
-          SELECT row_to_json(c)::text FROM rm_conversations c UNION ALL \
-          SELECT row_to_json(h)::text FROM rm_message_history h) s",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
-    .unwrap_or_default()
 }
