@@ -93,7 +93,7 @@ impl Application {
         let push = Arc::new(push::Push::new(
             hub,
             chat4all_projections::Queries::new(pool.clone()),
-            push::PushConfig::default(),
+            settings.push.clone(),
             push_stop,
         ));
         Ok(Self {

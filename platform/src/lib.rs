@@ -12,7 +12,8 @@ mod telemetry;
 
 pub use secret::Secret;
 pub use settings::{
-    DatabaseSettings, KafkaSettings, RedisSettings, RelaySettings, Settings, SettingsError,
+    DatabaseSettings, KafkaSettings, PushSettings, RedisSettings, RelaySettings, Settings,
+    SettingsError,
 };
 pub use shutdown::shutdown_on_signals;
 pub use telemetry::init_telemetry;

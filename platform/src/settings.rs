@@ -45,8 +45,23 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub relay: RelaySettings,
     pub auth: AuthSettings,
+    pub push: PushSettings,
     /// Where roles without the gateway serve `/metrics` and `/health`.
     pub metrics_listen: String,
+}
+
+/// WebSocket push limits (API.md's defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSettings {
+    /// Sockets one user may hold on one gateway instance.
+    pub connections_per_user: usize,
+    /// Frames a client may send per minute.
+    pub frames_per_minute: u32,
+    /// How often the server sends `ping`.
+    pub ping_interval_secs: u64,
+    /// Silence from the client after which the socket is closed.
+    pub idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +138,12 @@ replication_factor = 1
 batch_size = 2000
 idle_poll_ms = 500
 delivery_timeout_ms = 30000
+
+[push]
+connections_per_user = 10
+frames_per_minute = 100
+ping_interval_secs = 30
+idle_timeout_secs = 60
 
 [auth]
 issuer = "chat4all"

@@ -556,3 +556,61 @@ async fn count_messages(pool: &PgPool, conversation: &str) -> i64 {
     .unwrap();
     stored
 }
+
+#[tokio::test]
+async fn a_silent_client_is_closed_and_one_that_answers_pings_is_not() {
+    let deployment = Deployment::start_with(&[
+        ("CHAT4ALL_PUSH__PING_INTERVAL_SECS", "1"),
+        ("CHAT4ALL_PUSH__IDLE_TIMEOUT_SECS", "3"),
+    ])
+    .await;
+    let bob = deployment.token("bob").await;
+    let mut silent = deployment.connect(0, &bob).await;
+    let mut lively = deployment.connect(0, &bob).await;
+    let started = Instant::now();
+    // The lively one answers every ping until the silent one is closed, and some more.
+    let mut pings = 0;
+    let code = loop {
+        tokio::select! {
+            closed = close_code(&mut silent) => break closed,
+            frame = next_ping(&mut lively) => {
+                pings += 1;
+                lively.send(Message::text(r#"{"type": "pong"}"#)).await.unwrap();
+                assert!(frame["type"] == "ping");
+            }
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Away));
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(pings >= 2, "pings arrive every second: {pings}");
+    for _ in 0..3 {
+        next_ping(&mut lively).await;
+        lively
+            .send(Message::text(r#"{"type": "pong"}"#))
+            .await
+            .unwrap();
+    }
+    // Still open: a frame goes through.
+    lively
+        .send(Message::text(r#"{"type": "pong"}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_ping(&mut lively).await["type"], "ping");
+}
+
+/// The next `ping` frame.
+async fn next_ping(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no ping within 10 s")
+            .expect("the socket closed")
+            .unwrap();
+        if let Message::Text(text) = message {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "ping" {
+                return frame;
+            }
+        }
+    }
+}

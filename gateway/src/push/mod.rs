@@ -34,22 +34,7 @@ pub const CLOSE_TOO_MANY: u16 = 4002;
 pub const CLOSE_MALFORMED: u16 = 4003;
 pub const CLOSE_RATE: u16 = 4008;
 
-#[derive(Debug, Clone)]
-pub struct PushConfig {
-    /// Sockets one user may hold on one instance.
-    pub connections_per_user: usize,
-    /// Frames a client may send per minute.
-    pub frames_per_minute: u32,
-}
-
-impl Default for PushConfig {
-    fn default() -> Self {
-        Self {
-            connections_per_user: 10,
-            frames_per_minute: 100,
-        }
-    }
-}
+pub use chat4all_platform::PushSettings as PushConfig;
 
 /// The push layer of one gateway instance.
 pub struct Push {

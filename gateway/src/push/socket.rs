@@ -29,8 +29,6 @@ use crate::auth::Principal;
 
 /// Frames waiting for one socket; beyond this the socket is too slow and is closed.
 const QUEUE: usize = 1024;
-const PING_EVERY: Duration = Duration::from_secs(30);
-const IDLE_CLOSE: Duration = Duration::from_secs(60);
 /// How long one frame may take to go out before the client counts as too slow.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages replayed per conversation on `resume` (or to fill a gap) before the client is told
@@ -240,8 +238,10 @@ impl Connection {
         );
         let expiry = tokio::time::sleep(expires_in);
         tokio::pin!(expiry);
+        let ping_every = Duration::from_secs(self.push.config.ping_interval_secs.max(1));
+        let idle_close = Duration::from_secs(self.push.config.idle_timeout_secs.max(1));
         let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut heard = Instant::now();
         let stop = self.push.stop.clone();
         loop {
@@ -250,8 +250,8 @@ impl Connection {
                 () = slow.cancelled() => Err(Close(CLOSE_SLOW, "too slow to receive")),
                 () = &mut expiry => Err(Close(CLOSE_UNAUTHORIZED, "token expired")),
                 _ = ping.tick() => {
-                    if heard.elapsed() >= IDLE_CLOSE {
-                        Err(Close(CLOSE_IDLE, "no frame from the client for 60 s"))
+                    if heard.elapsed() >= idle_close {
+                        Err(Close(CLOSE_IDLE, "no frame from the client in time"))
                     } else {
                         self.send(frame("ping", &json!({}))).await
                     }
