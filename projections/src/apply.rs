@@ -183,13 +183,19 @@ fn decode(events: &[ProjectedEvent]) -> Result<Vec<(&ProjectedEvent, Payload)>, 
 
 fn conversation_of(payload: &Payload) -> Uuid {
     match payload {
-        Payload::Conversation(ConversationEvent::ConversationCreated(e)) => e.conversation_id,
-        Payload::Conversation(ConversationEvent::MemberJoined(e)) => e.conversation_id,
-        Payload::Conversation(ConversationEvent::MemberLeft(e)) => e.conversation_id,
-        Payload::Conversation(ConversationEvent::ReadHorizonAdvanced(e)) => e.conversation_id,
-        Payload::Message(MessageEvent::MessageSent(e)) => e.conversation_id,
-        Payload::Message(MessageEvent::MessageDelivered(e)) => e.conversation_id,
-        Payload::Message(MessageEvent::MessageRead(e)) => e.conversation_id,
+        Payload::Conversation(event) => conversation_id(event),
+        Payload::Message(MessageEvent::MessageSent(e)) => e.conversation_id.as_uuid(),
+        Payload::Message(MessageEvent::MessageDelivered(e)) => e.conversation_id.as_uuid(),
+        Payload::Message(MessageEvent::MessageRead(e)) => e.conversation_id.as_uuid(),
+    }
+}
+
+fn conversation_id(event: &ConversationEvent) -> Uuid {
+    match event {
+        ConversationEvent::ConversationCreated(e) => e.conversation_id,
+        ConversationEvent::MemberJoined(e) => e.conversation_id,
+        ConversationEvent::MemberLeft(e) => e.conversation_id,
+        ConversationEvent::ReadHorizonAdvanced(e) => e.conversation_id,
     }
     .as_uuid()
 }
@@ -464,7 +470,7 @@ impl Working {
         payload: ConversationEvent,
     ) -> Result<(), ProjectionError> {
         let tenant = event.tenant_id.as_str();
-        let conversation = conversation_of(&Payload::Conversation(payload.clone()));
+        let conversation = conversation_id(&payload);
         let key: Key = (event.tenant_id.clone(), conversation);
         if self
             .conversations

@@ -8,7 +8,7 @@
 //! still wanted; what was published meanwhile is lost to Redis, and sockets recover it from the
 //! read models (Redis pub/sub is fire-and-forget by design).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Subscriber {
     pub id: u64,
-    pub queue: mpsc::Sender<(String, Payload)>,
+    pub queue: mpsc::Sender<(Payload, Payload)>,
     pub slow: CancellationToken,
 }
 
@@ -149,10 +149,11 @@ impl Registry {
         let Some(listeners) = self.channels.get_mut(channel) else {
             return;
         };
+        let channel = Payload::from(channel);
         listeners.retain(|_, subscriber| {
             match subscriber
                 .queue
-                .try_send((channel.to_owned(), payload.clone()))
+                .try_send((channel.clone(), payload.clone()))
             {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -256,10 +257,8 @@ async fn run(
                         if gone.is_empty() {
                             false
                         } else {
-                            let unique: HashSet<&String> = gone.iter().collect();
-                            let unique: Vec<&String> = unique.into_iter().collect();
                             !matches!(
-                                tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(unique)).await,
+                                tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(&gone)).await,
                                 Ok(Ok(()))
                             )
                         }

@@ -57,6 +57,12 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
     }))
 }
 
+/// A published frame as the client gets it (after `data` was filtered).
+fn reframed(kind: &str, published: &Value) -> String {
+    json!({"type": kind, "timestamp": published["timestamp"], "data": published["data"]})
+        .to_string()
+}
+
 /// Why a connection ends, and the close frame it gets.
 struct Close(u16, &'static str);
 
@@ -70,6 +76,8 @@ struct Connection {
     conversations: HashSet<Uuid>,
     /// The last `seq` the client has of each conversation, where known.
     last_seq: HashMap<Uuid, i64>,
+    /// The full Redis channel name of the user's own channel.
+    user_channel: String,
     /// Full Redis channel names this socket is registered on.
     channels: HashSet<String>,
     frames: FrameBudget,
@@ -108,7 +116,7 @@ impl FrameBudget {
 pub async fn serve(socket: Socket, principal: Principal, push: Arc<Push>) {
     let (sink, mut stream) = socket.split();
     let id = push.next_id();
-    let (queue, mut incoming) = mpsc::channel::<(String, Payload)>(QUEUE);
+    let (queue, mut incoming) = mpsc::channel::<(Payload, Payload)>(QUEUE);
     let slow = CancellationToken::new();
     let subscriber = Subscriber {
         id,
@@ -116,7 +124,11 @@ pub async fn serve(socket: Socket, principal: Principal, push: Arc<Push>) {
         slow: slow.clone(),
     };
     let frames = FrameBudget::new(push.config.frames_per_minute);
+    let user_channel = push
+        .hub
+        .channel(&format!("user:{}", principal.user.as_str()));
     let mut connection = Connection {
+        user_channel,
         push: push.clone(),
         principal,
         id,
@@ -192,7 +204,7 @@ impl Connection {
     async fn run(
         &mut self,
         stream: &mut futures::stream::SplitStream<Socket>,
-        incoming: &mut mpsc::Receiver<(String, Payload)>,
+        incoming: &mut mpsc::Receiver<(Payload, Payload)>,
         slow: &CancellationToken,
     ) -> Option<Close> {
         // The user's own channel first, then the read models: a conversation joined in between
@@ -425,7 +437,7 @@ impl Connection {
             .as_str()
             .and_then(|c| Uuid::parse_str(c).ok());
         let about_me = data["user_id"].as_str() == Some(self.user());
-        let on_user_channel = channel.ends_with(&format!(":user:{}", self.user()));
+        let on_user_channel = channel == self.user_channel;
         match (kind.as_str(), conversation) {
             ("message.created", Some(conversation)) => {
                 let Some(seq) = data["seq"].as_i64() else {
@@ -464,8 +476,7 @@ impl Connection {
                             // Its first messages may have been published before this socket
                             // listened: the client gets them from the read models, after the
                             // creation itself.
-                            let text = json!({"type": kind, "timestamp": published["timestamp"], "data": published["data"]});
-                            self.send(text.to_string()).await?;
+                            self.send(reframed(&kind, &published)).await?;
                             self.last_seq.insert(conversation, 0);
                             self.fill(conversation, 0, None).await?;
                             return Ok(());
@@ -488,9 +499,7 @@ impl Connection {
             ("typing", _) if about_me => return Ok(()),
             _ => {}
         }
-        let text =
-            json!({"type": kind, "timestamp": published["timestamp"], "data": published["data"]});
-        self.send(text.to_string()).await
+        self.send(reframed(&kind, &published)).await
     }
 }
 

@@ -13,6 +13,7 @@ use chat4all_projections::{Projector, ProjectorConfig, Record};
 use chat4all_relay::{read_batch, Checkpoint, Encoded, Relay, RelayConfig};
 use chrono::Utc;
 use futures::StreamExt;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +26,22 @@ pub fn kafka() -> KafkaSettings {
         partitions: 4,
         replication_factor: 1,
     }
+}
+
+/// A relay publishing the test database's events to the test's own topic.
+pub fn relay(pool: &PgPool, options: PgConnectOptions, prefix: &str) -> Relay {
+    Relay::new(
+        pool.clone(),
+        options,
+        RelayConfig {
+            deployment: prefix.to_owned(),
+            topic: KafkaSettings::events_topic(prefix),
+            kafka: kafka(),
+            batch_size: 100,
+            idle_poll: Duration::from_millis(200),
+            delivery_timeout: Duration::from_secs(5),
+        },
+    )
 }
 
 pub fn projector(
@@ -59,18 +76,7 @@ async fn events_flow_from_the_store_to_the_read_models_and_to_redis() {
     let (options, pool) = fresh_database().await;
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let stop = CancellationToken::new();
-    let relay = Relay::new(
-        pool.clone(),
-        options.clone(),
-        RelayConfig {
-            deployment: prefix.clone(),
-            topic: KafkaSettings::events_topic(&prefix),
-            kafka: kafka(),
-            batch_size: 100,
-            idle_poll: Duration::from_millis(200),
-            delivery_timeout: Duration::from_secs(5),
-        },
-    );
+    let relay = relay(&pool, options.clone(), &prefix);
     let relay = tokio::spawn(relay.run(stop.clone()));
     let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
@@ -207,18 +213,7 @@ async fn stored_offsets_past_the_end_of_a_recreated_topic_are_reported() {
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let topic = KafkaSettings::events_topic(&prefix);
     let stop = CancellationToken::new();
-    let relay = Relay::new(
-        pool.clone(),
-        options,
-        RelayConfig {
-            deployment: prefix.clone(),
-            topic: topic.clone(),
-            kafka: kafka(),
-            batch_size: 100,
-            idle_poll: Duration::from_millis(200),
-            delivery_timeout: Duration::from_secs(5),
-        },
-    );
+    let relay = relay(&pool, options, &prefix);
     let relay = tokio::spawn(relay.run(stop.clone()));
     let service = CommandService::new(pool.clone(), Limits::default());
     let request = CreateConversationRequest {

@@ -7,30 +7,17 @@ use std::time::{Duration, Instant};
 use chat4all_commands::testing::fresh_database;
 use chat4all_commands::{CommandService, Limits};
 use chat4all_domain::conversation::ConversationKind;
-use chat4all_platform::KafkaSettings;
-use chat4all_relay::{Relay, RelayConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{project_all, send, snapshot};
-use crate::projector::{kafka, projector};
+use crate::projector::{projector, relay};
 
 #[tokio::test]
 async fn a_replay_during_traffic_loses_nothing_and_equals_the_live_model() {
     let (options, pool) = fresh_database().await;
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let stop = CancellationToken::new();
-    let relay = Relay::new(
-        pool.clone(),
-        options,
-        RelayConfig {
-            deployment: prefix.clone(),
-            topic: KafkaSettings::events_topic(&prefix),
-            kafka: kafka(),
-            batch_size: 100,
-            idle_poll: Duration::from_millis(200),
-            delivery_timeout: Duration::from_secs(5),
-        },
-    );
+    let relay = relay(&pool, options, &prefix);
     let relay = tokio::spawn(relay.run(stop.clone()));
     let live = projector(&pool, &prefix, None);
     let status = live.status();
