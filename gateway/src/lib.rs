@@ -79,10 +79,15 @@ impl Application {
             source,
         })?;
         metrics::install();
-        // Publishing (typing) shares one multiplexed connection; without Redis, sockets stay
-        // up and resume from the read models once it is back.
+        // Publishing (typing) shares one multiplexed connection, made on first use: start-up
+        // does not wait for Redis, and a gateway started while Redis is down publishes once it
+        // is back (sockets stay up meanwhile and resume from the read models).
         let redis = settings.redis.client()?;
-        let publisher = redis::aio::ConnectionManager::new(redis.clone()).await.ok();
+        let publisher = redis::aio::ConnectionManager::new_lazy_with_config(
+            redis.clone(),
+            redis::aio::ConnectionManagerConfig::new(),
+        )
+        .ok();
         let push_stop = CancellationToken::new();
         let hub = push::Hub::start(
             redis,
