@@ -65,11 +65,28 @@ pub async fn project_in_batches(pool: &PgPool, size: usize) -> Vec<Notification>
 
 /// Every stored event, in the relay's order.
 pub async fn stored_events(pool: &PgPool) -> Vec<ProjectedEvent> {
+    // The gap-safe read holds back events committed after the oldest transaction still open
+    // anywhere in the cluster (other tests run alongside): read until every stored event is in.
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut after = Checkpoint::default();
     let mut events = Vec::new();
     loop {
         let batch = read_batch(pool, after, 100).await.unwrap();
-        let Some(last) = batch.last() else { break };
+        let Some(last) = batch.last() else {
+            if i64::try_from(events.len()).unwrap() >= stored {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stored events stayed held back"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
         after = last.checkpoint();
         events.extend(batch.into_iter().map(|stored| ProjectedEvent {
             position: stored.global_position,
