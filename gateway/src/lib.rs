@@ -91,12 +91,14 @@ impl Application {
         let push_stop = CancellationToken::new();
         let hub = push::Hub::start(
             redis,
-            publisher,
+            publisher.clone(),
             settings.topic_prefix.clone(),
             push_stop.clone(),
         );
         let push = Arc::new(push::Push::new(
             hub,
+            publisher,
+            &settings.topic_prefix,
             chat4all_projections::Queries::new(pool.clone()),
             settings.push.clone(),
             push_stop,
@@ -145,6 +147,8 @@ impl Application {
             stop.cancelled().await;
             push.shutdown();
         });
+        let push = self.state.push.clone();
+        tokio::spawn(async move { push.renew_leases().await });
         let routes = routes::all(self.state);
         let stop = shutdown.clone();
         let server = warp::serve(routes)

@@ -54,7 +54,7 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushSettings {
-    /// Sockets one user may hold on one gateway instance.
+    /// Sockets one user may hold, across every gateway instance.
     pub connections_per_user: usize,
     /// Frames a client may send per minute.
     pub frames_per_minute: u32,
@@ -62,6 +62,10 @@ pub struct PushSettings {
     pub ping_interval_secs: u64,
     /// Silence from the client after which the socket is closed.
     pub idle_timeout_secs: u64,
+    /// Frames waiting for one socket; a client that lets more pile up is too slow and closed.
+    pub send_queue_frames: usize,
+    /// How long one frame may take to go out before the client counts as too slow.
+    pub send_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +148,8 @@ connections_per_user = 10
 frames_per_minute = 100
 ping_interval_secs = 30
 idle_timeout_secs = 60
+send_queue_frames = 1024
+send_timeout_secs = 10
 
 [auth]
 issuer = "chat4all"

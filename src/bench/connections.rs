@@ -3,7 +3,7 @@
 //! memory and CPU are read from `/proc` before and after, while the sockets sit idle.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,9 +11,8 @@ use anyhow::Context;
 use chat4all_gateway::auth::{KeyRing, Scope, TokenService};
 use chat4all_platform::{Secret, Settings};
 use futures::StreamExt;
-use tokio::io::AsyncBufReadExt;
 
-use super::{drop_database, recreate_database, with_database};
+use super::{drop_database, recreate_database, with_database, RoleProcess};
 
 #[derive(Debug, clap::Args)]
 pub struct ConnectionsArgs {
@@ -55,7 +54,7 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 
 /// Raises this process's open-file limit (inherited by the gateway it starts) to what the
 /// sockets need; `prlimit` does it without any unsafe code here.
-fn raise_file_limit(needed: usize) {
+pub(super) fn raise_file_limit(needed: usize) {
     let limit = (needed + 1_000).max(65_536).to_string();
     let raised = Command::new("prlimit")
         .args([
@@ -84,33 +83,18 @@ pub async fn run(settings: &Settings, args: ConnectionsArgs) -> anyhow::Result<(
     settings.database.url = Secret::new(url.clone());
     crate::cli::migrate(&settings).await?;
 
-    let mut gateway = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("gateway")
-        .env("DATABASE_URL", &url)
-        .env("CHAT4ALL_LISTEN", "127.0.0.1:0")
-        .env(
-            "CHAT4ALL_TOPIC_PREFIX",
-            format!("bench{}", std::process::id()),
-        )
-        .env("CHAT4ALL_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn,chat4all_gateway=info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = gateway.id().context("the gateway exited at once")?;
-    let mut logs = tokio::io::BufReader::new(gateway.stderr.take().context("no stderr")?).lines();
-    let address = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), logs.next_line())
-            .await
-            .context("the gateway did not start")??
-            .context("the gateway exited")?;
-        let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if let Some(address) = entry["fields"]["address"].as_str() {
-            break address.to_owned();
-        }
-    };
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
+    let prefix = format!("bench{}", std::process::id());
+    let gateway = RoleProcess::start(
+        "gateway",
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("CHAT4ALL_LISTEN", "127.0.0.1:0"),
+            ("CHAT4ALL_TOPIC_PREFIX", prefix.as_str()),
+        ],
+    )
+    .await?;
+    let pid = gateway.pid()?;
+    let address = gateway.address.clone().context("no address")?;
 
     let pool = settings.database.connect().await?;
     let tokens = TokenService::new(
@@ -159,7 +143,7 @@ pub async fn run(settings: &Settings, args: ConnectionsArgs) -> anyhow::Result<(
     let after_kib = rss_kib(pid)?;
     let per_connection_kib = (after_kib.saturating_sub(before_kib)) as f64 / count as f64;
     drop(sockets);
-    let _ = gateway.kill().await;
+    drop(gateway);
     pool.close().await;
     drop_database(&base, &database).await?;
 

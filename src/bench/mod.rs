@@ -4,6 +4,7 @@
 mod connections;
 mod ingest;
 mod projector;
+mod push_latency;
 mod queries;
 mod relay;
 mod replay;
@@ -22,6 +23,8 @@ pub enum Scenario {
     Relay(relay::RelayArgs),
     /// Memory and idle CPU of a gateway holding many WebSockets.
     Connections(connections::ConnectionsArgs),
+    /// Send-to-push latency through the whole pipeline at a steady rate with many subscribers.
+    PushLatency(push_latency::PushLatencyArgs),
     /// Projector throughput on a backlog against a raw consumer of the same topic.
     Projector(projector::ProjectorArgs),
     /// Query latency through the HTTP API on large read models.
@@ -36,6 +39,7 @@ pub async fn run(settings: &Settings, scenario: Scenario) -> anyhow::Result<()> 
         Scenario::Relay(args) => relay::run(settings, args).await,
         Scenario::Connections(args) => connections::run(settings, args).await,
         Scenario::Projector(args) => projector::run(settings, args).await,
+        Scenario::PushLatency(args) => push_latency::run(settings, args).await,
         Scenario::Queries(args) => queries::run(settings, args).await,
         Scenario::Replay(args) => replay::run(settings, args).await,
     }
@@ -113,4 +117,51 @@ pub async fn token(
         .as_str()
         .context("the token endpoint answered without an access_token")?
         .to_owned())
+}
+
+/// A role of this binary running as a process of its own, killed when dropped.
+pub struct RoleProcess {
+    pub child: tokio::process::Child,
+    /// Where a gateway listens.
+    pub address: Option<String>,
+}
+
+impl RoleProcess {
+    /// Starts `chat4all <role>` with `env` on top of this process's environment; a gateway is
+    /// waited for until it logs its address. Its log is drained so it never blocks on the pipe.
+    pub async fn start(role: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg(role)
+            .envs(env.iter().copied())
+            .env("CHAT4ALL_LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn,chat4all_gateway=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut logs = tokio::io::BufReader::new(child.stderr.take().context("no stderr")?).lines();
+        let mut address = None;
+        if role == "gateway" {
+            address = Some(loop {
+                let line =
+                    tokio::time::timeout(std::time::Duration::from_secs(30), logs.next_line())
+                        .await
+                        .context("the gateway did not start")??
+                        .context("the gateway exited")?;
+                let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if let Some(address) = entry["fields"]["address"].as_str() {
+                    break address.to_owned();
+                }
+            });
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
+        Ok(Self { child, address })
+    }
+
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        use anyhow::Context;
+        self.child.id().context("the process has exited")
+    }
 }

@@ -353,17 +353,42 @@ async fn bad_clients_are_closed_with_their_codes_and_others_are_served() {
             "{bad}"
         );
     }
-    // An 11th connection of one user: 4002; the first ten stay up.
+    // An 11th connection of one user, counted across both instances: 4002; the first ten stay
+    // up. A place given back on one instance can be taken on the other.
     let mut sockets = Vec::new();
-    for _ in 0..10 {
-        sockets.push(deployment.connect(0, &bob).await);
+    for i in 0..10 {
+        sockets.push(deployment.connect(i % 2, &bob).await);
     }
-    let url = format!("ws://{}/ws?token={bob}", deployment.gateways[0]);
-    let (mut eleventh, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    assert_eq!(
-        close_code(&mut eleventh).await,
-        Some(CloseCode::Library(4002))
-    );
+    for gateway in 0..2 {
+        let url = format!("ws://{}/ws?token={bob}", deployment.gateways[gateway]);
+        let (mut eleventh, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        assert_eq!(
+            close_code(&mut eleventh).await,
+            Some(CloseCode::Library(4002)),
+            "an 11th socket on instance {gateway}"
+        );
+    }
+    let mut leaving = sockets.remove(0);
+    leaving.close(None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let replacement = loop {
+        let url = format!("ws://{}/ws?token={bob}", deployment.gateways[1]);
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("an answer to the handshake");
+        match frame {
+            Some(Ok(Message::Text(text))) if text.contains("connection.established") => {
+                break socket;
+            }
+            _ => assert!(
+                Instant::now() < deadline,
+                "the closed socket's place was never given back"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    sockets.push(replacement);
     // Every socket follows the conversation (whether it was projected before or after they
     // connected): a first message reaches them all.
     send(&deployment, 1, &alice, &conversation, "first").await;
@@ -613,4 +638,102 @@ async fn next_ping(socket: &mut Socket) -> Value {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_consumer_too_slow_to_receive_is_closed_and_others_get_everything() {
+    let deployment = Deployment::start_with(&[("CHAT4ALL_PUSH__SEND_TIMEOUT_SECS", "2")]).await;
+    let alice = deployment.token("alice").await;
+    let bob = deployment.token("bob").await;
+    let conversation = group(&deployment, &alice, &["alice", "bob", "carol"]).await;
+    let mut watcher = deployment.connect(0, &alice).await;
+
+    // Bob's client reads its first frame and then nothing; a tiny receive buffer lets the
+    // server's side fill up soon.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let stream = tcp
+        .connect(deployment.gateways[0].parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("ws://{}/ws?token={bob}", deployment.gateways[0]);
+    let (mut stalled, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_frame(&mut stalled).await["type"],
+        "connection.established"
+    );
+
+    // Far more than the kernel's socket buffers (4 MiB at most here) and the queue hold.
+    let count = 300;
+    let text = "x".repeat(60 * 1024);
+    // The watcher, reading as it should, gets every message in order while the stalled
+    // socket is dealt with.
+    let (seqs, ()) = tokio::join!(
+        created_seqs(&mut watcher, &conversation, count),
+        futures::stream::iter(0..count).for_each_concurrent(8, |_| send(
+            &deployment,
+            1,
+            &alice,
+            &conversation,
+            &text
+        )),
+    );
+    assert_eq!(
+        seqs,
+        (1..=i64::try_from(count).unwrap()).collect::<Vec<_>>()
+    );
+    let metrics = format!("http://{}/metrics", deployment.gateways[0]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = deployment
+            .http
+            .get(&metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let closes = body
+            .lines()
+            .find(|l| l.starts_with("chat4all_ws_slow_consumer_closes_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if closes >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow consumer was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // What the stalled client finally reads ends early: the connection is gone, not
+    // holding the rest of the conversation in the server's memory.
+    let mut received = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stalled.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                if text.contains("\"message.created\"") {
+                    received += 1;
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                if let Some(frame) = frame {
+                    assert_eq!(frame.code, CloseCode::Again);
+                }
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(None | Some(Err(_))) => break,
+            Err(_) => panic!("the stalled socket was left open"),
+        }
+    }
+    assert!(
+        received < count,
+        "a stalled client was sent everything ({received})"
+    );
 }

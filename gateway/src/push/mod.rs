@@ -6,6 +6,7 @@
 //! rather than allowed to buffer without bound ([`socket`]).
 
 pub mod hub;
+mod leases;
 mod socket;
 
 use std::collections::HashMap;
@@ -43,7 +44,10 @@ pub struct Push {
     config: PushConfig,
     /// Names this instance in `connection.established`.
     instance: String,
+    /// Sockets per user on this instance.
     connections: Mutex<HashMap<(String, String), usize>>,
+    /// Sockets per user on every instance.
+    leases: leases::Leases,
     next_id: AtomicU64,
     stop: CancellationToken,
 }
@@ -51,16 +55,20 @@ pub struct Push {
 impl Push {
     pub fn new(
         hub: Hub,
+        redis: Option<redis::aio::ConnectionManager>,
+        prefix: &str,
         queries: chat4all_projections::Queries,
         config: PushConfig,
         stop: CancellationToken,
     ) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".to_owned());
+        let instance = format!("{host}-{}", std::process::id());
         Self {
             hub,
             queries,
             config,
-            instance: format!("{host}-{}", std::process::id()),
+            leases: leases::Leases::new(redis, prefix, &instance),
+            instance,
             connections: Mutex::default(),
             next_id: AtomicU64::new(1),
             stop,
@@ -83,21 +91,48 @@ impl Push {
         )
     }
 
-    /// Counts a new socket of the user; false when the user already has as many as allowed.
-    fn admit(&self, principal: &Principal) -> bool {
-        let mut connections = self
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let count = connections.entry(Self::key(principal)).or_default();
-        if *count >= self.config.connections_per_user {
+    /// Renews this instance's socket leases until the push layer stops.
+    pub async fn renew_leases(&self) {
+        self.leases.renew_periodically(self.stop.clone()).await;
+    }
+
+    /// Counts a new socket of the user, here and across instances; false when the user already
+    /// has as many as allowed.
+    async fn admit(&self, principal: &Principal, socket: u64) -> bool {
+        let limit = self.config.connections_per_user;
+        {
+            let mut connections = self
+                .connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let count = connections.entry(Self::key(principal)).or_default();
+            if *count >= limit {
+                return false;
+            }
+            *count += 1;
+        }
+        let admission = self
+            .leases
+            .admit(
+                principal.tenant.as_str(),
+                principal.user.as_str(),
+                socket,
+                limit,
+            )
+            .await;
+        if admission == leases::Admission::Refused {
+            self.release_local(principal);
             return false;
         }
-        *count += 1;
         true
     }
 
-    fn release(&self, principal: &Principal) {
+    fn release(&self, principal: &Principal, socket: u64) {
+        self.leases.release(socket);
+        self.release_local(principal);
+    }
+
+    fn release_local(&self, principal: &Principal) {
         let mut connections = self
             .connections
             .lock()
@@ -227,8 +262,9 @@ pub fn route(
                             Some(socket_config()),
                         )
                         .await;
-                        if push.admit(&principal) {
-                            socket::serve(socket, principal, push).await;
+                        let id = push.next_id();
+                        if push.admit(&principal, id).await {
+                            socket::serve(socket, principal, id, push).await;
                         } else {
                             socket::refuse(
                                 socket,

@@ -27,10 +27,8 @@ use super::hub::{Payload, Subscriber};
 use super::{Push, CLOSE_MALFORMED, CLOSE_RATE, CLOSE_UNAUTHORIZED};
 use crate::auth::Principal;
 
-/// Frames waiting for one socket; beyond this the socket is too slow and is closed.
-const QUEUE: usize = 1024;
-/// How long one frame may take to go out before the client counts as too slow.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a close frame may take to go out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages replayed per conversation on `resume` (or to fill a gap) before the client is told
 /// to refetch through the query API instead.
 const REPLAY_LIMIT: usize = 1_000;
@@ -113,10 +111,10 @@ impl FrameBudget {
     }
 }
 
-pub async fn serve(socket: Socket, principal: Principal, push: Arc<Push>) {
+pub async fn serve(socket: Socket, principal: Principal, id: u64, push: Arc<Push>) {
     let (sink, mut stream) = socket.split();
-    let id = push.next_id();
-    let (queue, mut incoming) = mpsc::channel::<(Payload, Payload)>(QUEUE);
+    let (queue, mut incoming) =
+        mpsc::channel::<(Payload, Payload)>(push.config.send_queue_frames.max(1));
     let slow = CancellationToken::new();
     let subscriber = Subscriber {
         id,
@@ -146,7 +144,7 @@ pub async fn serve(socket: Socket, principal: Principal, push: Arc<Push>) {
             metrics::counter!("chat4all_ws_slow_consumer_closes_total").increment(1);
         }
         let _ = tokio::time::timeout(
-            SEND_TIMEOUT,
+            CLOSE_TIMEOUT,
             connection.sink.send(close_frame(code, reason)),
         )
         .await;
@@ -154,7 +152,7 @@ pub async fn serve(socket: Socket, principal: Principal, push: Arc<Push>) {
     let _ = connection.sink.close().await;
     push.hub
         .unsubscribe(id, connection.channels.drain().collect());
-    push.release(&connection.principal);
+    push.release(&connection.principal, id);
     metrics::gauge!("chat4all_ws_connections").decrement(1.0);
 }
 
@@ -168,7 +166,8 @@ impl Connection {
     }
 
     async fn send(&mut self, text: String) -> Result<(), Close> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.sink.send(Message::text(text))).await {
+        let timeout = Duration::from_secs(self.push.config.send_timeout_secs.max(1));
+        match tokio::time::timeout(timeout, self.sink.send(Message::text(text))).await {
             Ok(Ok(())) => {
                 metrics::counter!("chat4all_ws_frames_sent_total").increment(1);
                 Ok(())
@@ -505,6 +504,6 @@ impl Connection {
 
 /// Closes a socket that may not be served, with `code`.
 pub async fn refuse(mut socket: Socket, code: u16, reason: &'static str) {
-    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(close_frame(code, reason))).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(close_frame(code, reason))).await;
     let _ = socket.close(None).await;
 }
