@@ -103,25 +103,15 @@ fn clean_message(e: &serde_json::Error) -> String {
     }
 }
 
-/// A JSON body of at most [`MAX_BODY_BYTES`], parsed into `T`.
-pub fn json<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
-{
-    bounded_bytes(MAX_BODY_BYTES).and_then(|bytes: Bytes| async move {
-        parse_json::<T>(&bytes).map_err(warp::reject::custom)
-    })
-}
-
-/// An optional JSON body: an empty body is `None`.
-pub fn optional_json<T: DeserializeOwned + Send>(
-) -> impl Filter<Extract = (Option<T>,), Error = Rejection> + Clone {
-    bounded_bytes(MAX_BODY_BYTES).and_then(|bytes: Bytes| async move {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(None);
-        }
-        parse_json::<T>(&bytes)
-            .map(Some)
-            .map_err(warp::reject::custom)
-    })
+/// An optional JSON body: an empty (or blank) body is `None`.
+///
+/// # Errors
+/// As [`parse_json`].
+pub fn parse_optional_json<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    parse_json::<T>(body).map(Some)
 }
 
 #[cfg(test)]

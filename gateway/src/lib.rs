@@ -10,6 +10,8 @@ mod body;
 mod error;
 mod filters;
 mod health;
+mod idempotency;
+mod limits;
 mod metrics;
 pub mod problem;
 pub mod push;
@@ -31,6 +33,8 @@ use crate::health::Readiness;
 
 /// How often every instance re-reads the signing keys, so rotations and expiries reach all.
 const KEY_REFRESH: Duration = Duration::from_secs(60);
+/// How often idempotency keys past their 24 h are deleted (any instance may do it).
+const IDEMPOTENCY_EXPIRY: Duration = Duration::from_secs(600);
 
 /// Everything a request handler may use.
 pub struct AppState {
@@ -42,6 +46,9 @@ pub struct AppState {
     pub pool: sqlx::PgPool,
     pub readiness: Readiness,
     pub push: Arc<push::Push>,
+    pub rate_limiter: limits::RateLimiter,
+    pub auth_throttle: limits::AuthThrottle,
+    pub refresh_ttl_secs: u64,
 }
 
 /// A built gateway, bound to its port but not yet serving.
@@ -60,12 +67,6 @@ impl Application {
     pub async fn build(settings: &Settings) -> Result<Self, GatewayError> {
         let pool = settings.database.connect().await?;
         let keys = Arc::new(KeyRing::open(pool.clone()).await?);
-        let tokens = TokenService::new(
-            keys,
-            settings.auth.issuer.clone(),
-            settings.auth.audience.clone(),
-            settings.auth.access_token_ttl_secs,
-        );
         let commands = CommandService::new(
             pool.clone(),
             Limits {
@@ -88,6 +89,16 @@ impl Application {
             redis::aio::ConnectionManagerConfig::new(),
         )
         .ok();
+        let tokens = TokenService::new(
+            keys,
+            settings.auth.issuer.clone(),
+            settings.auth.audience.clone(),
+            settings.auth.access_token_ttl_secs,
+        )
+        .with_revocations(auth::revocations::Revocations::new(
+            publisher.clone(),
+            &settings.topic_prefix,
+        ));
         let push_stop = CancellationToken::new();
         let hub = push::Hub::start(
             redis,
@@ -97,7 +108,7 @@ impl Application {
         );
         let push = Arc::new(push::Push::new(
             hub,
-            publisher,
+            publisher.clone(),
             &settings.topic_prefix,
             chat4all_projections::Queries::new(pool.clone()),
             settings.push.clone(),
@@ -114,6 +125,13 @@ impl Application {
                 pool,
                 readiness,
                 push,
+                rate_limiter: limits::RateLimiter::new(
+                    publisher.clone(),
+                    &settings.topic_prefix,
+                    settings.rate_limit_per_minute,
+                ),
+                auth_throttle: limits::AuthThrottle::new(publisher, &settings.topic_prefix),
+                refresh_ttl_secs: settings.auth.refresh_token_ttl_secs,
             }),
             shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_secs),
         })
@@ -140,6 +158,22 @@ impl Application {
                 .await;
         });
         let upkeep = tokio::spawn(metrics::upkeep(shutdown.clone()));
+        let pool = self.state.pool.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(IDEMPOTENCY_EXPIRY);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                match idempotency::expire(&pool).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!("forgot {n} idempotency keys older than 24 h"),
+                    Err(e) => tracing::warn!("forgetting old idempotency keys failed: {e}"),
+                }
+            }
+        });
         let push = self.state.push.clone();
         let stop = shutdown.clone();
         // Sockets are closed with a close frame as the server shuts down.

@@ -10,7 +10,7 @@ use chat4all_commands::CommandError;
 use chat4all_domain::conversation::ConversationError;
 use chat4all_domain::message::MessageError;
 use serde::Serialize;
-use warp::http::{header, HeaderValue, StatusCode};
+use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Rejection, Reply};
 
@@ -157,6 +157,8 @@ pub struct OAuthError {
     pub status: StatusCode,
     pub error: &'static str,
     pub description: String,
+    /// `Retry-After` of a throttled request.
+    pub retry_after: Option<u64>,
 }
 
 impl warp::reject::Reject for OAuthError {}
@@ -167,6 +169,7 @@ impl OAuthError {
             status: StatusCode::BAD_REQUEST,
             error,
             description: description.into(),
+            retry_after: None,
         }
     }
 
@@ -175,6 +178,7 @@ impl OAuthError {
             status: StatusCode::UNAUTHORIZED,
             error: "invalid_client",
             description: "client authentication failed".to_owned(),
+            retry_after: None,
         }
     }
 
@@ -183,6 +187,17 @@ impl OAuthError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             error: "temporarily_unavailable",
             description: "the authorization server cannot answer right now".to_owned(),
+            retry_after: None,
+        }
+    }
+
+    /// Too many failed attempts for a client or from an address.
+    pub fn throttled(retry_after: u64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error: "slow_down",
+            description: "too many failed attempts; try again later".to_owned(),
+            retry_after: Some(retry_after),
         }
     }
 
@@ -195,6 +210,9 @@ impl OAuthError {
                 header::WWW_AUTHENTICATE,
                 "Basic realm=\"chat4all\"",
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            insert_header(&mut response, header::RETRY_AFTER, &seconds.to_string());
         }
         insert_header(&mut response, header::CACHE_CONTROL, "no-store");
         response
@@ -326,8 +344,47 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
+/// A complete answer given by a filter before any handler ran (a rate-limit refusal, an
+/// idempotent replay), kept as parts because a rejection must be `Sync`.
+#[derive(Debug)]
+pub struct Answered {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl warp::reject::Reject for Answered {}
+
+impl Answered {
+    /// Takes a response whose body is a complete buffer (as every `json_response` is).
+    pub fn from_response(response: Response) -> Self {
+        use http_body_util::BodyExt;
+        let (parts, body) = response.into_parts();
+        // Built from a buffer, so the body is ready at once.
+        let bytes = futures::FutureExt::now_or_never(body.collect())
+            .and_then(Result::ok)
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        Self {
+            status: parts.status,
+            headers: parts.headers,
+            body: bytes,
+        }
+    }
+
+    fn to_response(&self) -> Response {
+        let mut response = Response::new(self.body.clone().into());
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
+}
+
 /// The one place rejections become responses.
 pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    if let Some(answered) = rejection.find::<Answered>() {
+        return Ok(answered.to_response());
+    }
     if let Some(e) = rejection.find::<ApiError>() {
         return Ok(e.clone().into_response());
     }
@@ -336,6 +393,7 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
             status: e.status,
             error: e.error,
             description: e.description.clone(),
+            retry_after: e.retry_after,
         }
         .into_response());
     }

@@ -114,6 +114,8 @@ pub struct AuthSettings {
     /// `aud` of issued tokens, checked on every verification.
     pub audience: String,
     pub access_token_ttl_secs: u64,
+    /// How long a refresh token lives unused (each use replaces it with a fresh one).
+    pub refresh_token_ttl_secs: u64,
 }
 
 const DEFAULTS: &str = r#"
@@ -155,6 +157,7 @@ send_timeout_secs = 10
 issuer = "chat4all"
 audience = "chat4all-api"
 access_token_ttl_secs = 900
+refresh_token_ttl_secs = 2592000
 "#;
 
 /// The documented variables without the `CHAT4ALL_` prefix.

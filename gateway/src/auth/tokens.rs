@@ -11,6 +11,7 @@ use chat4all_domain::{TenantId, UserId};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::revocations::Revocations;
 use super::KeyRing;
 
 /// Leeway for `exp` and `nbf`, the most the API allows.
@@ -124,6 +125,8 @@ pub enum TokenError {
     NotYetValid,
     #[error("the token is invalid")]
     Invalid,
+    #[error("the token has been revoked")]
+    Revoked,
 }
 
 /// Issues and verifies access tokens.
@@ -135,6 +138,7 @@ pub struct TokenService {
     validation: Validation,
     /// Verified tokens by their exact text, with the key that signed them.
     verified: Mutex<HashMap<String, (Principal, String)>>,
+    revocations: Revocations,
 }
 
 pub fn now_secs() -> u64 {
@@ -158,7 +162,19 @@ impl TokenService {
             ttl_secs,
             validation,
             verified: Mutex::new(HashMap::new()),
+            revocations: Revocations::new(None, ""),
         }
+    }
+
+    /// Consults (and records to) `revocations` from now on.
+    #[must_use]
+    pub fn with_revocations(mut self, revocations: Revocations) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     pub fn ttl_secs(&self) -> u64 {
@@ -180,6 +196,29 @@ impl TokenService {
         client_id: &str,
         scopes: &[Scope],
     ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
+        self.issue_with(
+            tenant_id,
+            user_id,
+            client_id,
+            scopes,
+            uuid::Uuid::new_v4().to_string(),
+            now_secs() + self.ttl_secs,
+        )
+    }
+
+    /// Signs an access token whose `jti` and `exp` were chosen beforehand.
+    ///
+    /// # Errors
+    /// Only if signing itself fails (a corrupt key).
+    pub fn issue_with(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        client_id: &str,
+        scopes: &[Scope],
+        jti: String,
+        exp: u64,
+    ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
         let now = now_secs();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -190,8 +229,8 @@ impl TokenService {
             scope: Scope::join(scopes),
             iat: now,
             nbf: now,
-            exp: now + self.ttl_secs,
-            jti: uuid::Uuid::new_v4().to_string(),
+            exp,
+            jti,
         };
         let (kid, key) = self.keys.signing();
         let mut header = Header::new(Algorithm::EdDSA);
@@ -200,11 +239,23 @@ impl TokenService {
         Ok((token, claims))
     }
 
-    /// Verifies a bearer token.
+    /// Verifies a bearer token, revocation included.
     ///
     /// # Errors
     /// Why the token is refused.
     pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let principal = self.verify_signed(token).await?;
+        if self.revocations.is_revoked(&principal.jti).await {
+            return Err(TokenError::Revoked);
+        }
+        Ok(principal)
+    }
+
+    /// Verifies a token's signature and claims, not whether it was revoked.
+    ///
+    /// # Errors
+    /// Why the token is refused.
+    pub async fn verify_signed(&self, token: &str) -> Result<Principal, TokenError> {
         let now = now_secs();
         if let Some((principal, kid)) = self.cached(token) {
             if principal.expires_at + LEEWAY_SECS <= now {

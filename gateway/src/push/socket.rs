@@ -496,6 +496,13 @@ impl Connection {
                 self.unsubscribe(&format!("conversation:{conversation}"));
             }
             ("typing", _) if about_me => return Ok(()),
+            (crate::auth::revocations::REVOKED_FRAME, _) => {
+                // Internal: never forwarded. Only this socket's own token matters.
+                if data["jti"].as_str() == Some(self.principal.jti.as_str()) {
+                    return Err(Close(CLOSE_UNAUTHORIZED, "token revoked"));
+                }
+                return Ok(());
+            }
             _ => {}
         }
         self.send(reframed(&kind, &published)).await

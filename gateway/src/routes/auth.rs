@@ -1,7 +1,10 @@
-//! `POST /auth/token`: the OAuth 2.0 client credentials grant (RFC 6749 §4.4).
+//! The OAuth 2.0 endpoints: `POST /auth/token` (client credentials, RFC 6749 §4.4, and the
+//! refresh grant, §6), `/auth/refresh`, `/auth/revoke` (RFC 7009) and `/auth/introspect`
+//! (RFC 7662).
 //!
 //! Client authentication comes in the body (`client_id`, `client_secret`) or as HTTP Basic;
-//! using both at once is refused (RFC 6749 §2.3). The body is a form or JSON.
+//! using both at once is refused (RFC 6749 §2.3). The body is a form or JSON. Repeated failures
+//! for one client id or from one address are throttled (429) across every instance.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,8 +18,8 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use crate::auth::clients::{find_client, verify_secret};
-use crate::auth::Scope;
+use crate::auth::clients::{find_client, verify_secret, ClientRecord};
+use crate::auth::{refresh, Scope};
 use crate::body::bounded_bytes;
 use crate::filters::{strip_scheme, with_state};
 use crate::problem::{json_response, OAuthError};
@@ -36,44 +39,98 @@ const SECRET_CHECK_WAIT: Duration = Duration::from_secs(5);
 /// Token requests are small; anything bigger is not one.
 const MAX_TOKEN_REQUEST_BYTES: u64 = 16 * 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct TokenRequest {
     grant_type: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
     scope: Option<String>,
+    refresh_token: Option<String>,
+    token: Option<String>,
+    token_type_hint: Option<String>,
+}
+
+/// What one `/auth/*` endpoint does with a parsed request.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Token,
+    Refresh,
+    Revoke,
+    Introspect,
+}
+
+impl Endpoint {
+    fn route(self) -> &'static str {
+        match self {
+            Self::Token => "auth_token",
+            Self::Refresh => "auth_refresh",
+            Self::Revoke => "auth_revoke",
+            Self::Introspect => "auth_introspect",
+        }
+    }
+}
+
+/// A request's facts the `/auth/*` endpoints need, read raw so that a header that is not
+/// visible ASCII is an OAuth error like any other bad credential, not a generic rejection.
+struct Raw {
+    content_type: Option<String>,
+    authorization: Option<String>,
+    address: Option<String>,
+    body: Bytes,
 }
 
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("auth" / "token")
+    let endpoint = |path: &'static str, endpoint: Endpoint| {
+        warp::path("auth")
+            .and(warp::path(path))
+            .and(warp::path::end())
+            .map(move || endpoint)
+    };
+    endpoint("token", Endpoint::Token)
+        .or(endpoint("refresh", Endpoint::Refresh))
+        .unify()
+        .or(endpoint("revoke", Endpoint::Revoke))
+        .unify()
+        .or(endpoint("introspect", Endpoint::Introspect))
+        .unify()
         .and(warp::post())
         .and(with_state(state))
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and(bounded_bytes(MAX_TOKEN_REQUEST_BYTES).or_else(|_| async {
             Err(warp::reject::custom(OAuthError::bad_request(
                 "invalid_request",
-                "the token request body is too large",
+                "the request body is too large",
             )))
         }))
         .and_then(
-            |state: Arc<AppState>, headers: HeaderMap, body: Bytes| async move {
+            |endpoint: Endpoint,
+             state: Arc<AppState>,
+             headers: HeaderMap,
+             remote: Option<std::net::SocketAddr>,
+             body: Bytes| async move {
                 let started = Instant::now();
-                // Read raw, so that a header that is not visible ASCII is an OAuth error like any
-                // other bad credential rather than a generic header rejection.
                 let text = |name: header::HeaderName| {
-                    headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"))
+                    headers
+                        .get(name)
+                        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
                 };
-                let result = token(
-                    &state,
-                    text(header::CONTENT_TYPE),
-                    text(header::AUTHORIZATION),
-                    &body,
-                )
-                .await;
+                let raw = Raw {
+                    content_type: text(header::CONTENT_TYPE),
+                    authorization: text(header::AUTHORIZATION),
+                    address: remote.map(|a| a.ip().to_string()),
+                    body,
+                };
+                let result = match endpoint {
+                    Endpoint::Token => token(&state, &raw).await,
+                    Endpoint::Refresh => refresh_endpoint(&state, &raw).await,
+                    Endpoint::Revoke => revoke(&state, &raw).await,
+                    Endpoint::Introspect => introspect(&state, &raw).await,
+                };
                 let status = result.as_ref().map_or_else(|e| e.status, Response::status);
-                crate::metrics::record_request("auth_token", status.as_u16(), started);
+                crate::metrics::record_request(endpoint.route(), status.as_u16(), started);
                 result.map_err(warp::reject::custom)
             },
         )
@@ -123,26 +180,20 @@ fn basic_credentials(header: &str) -> Result<(String, String), OAuthError> {
     }
 }
 
-async fn token(
+/// Authenticates the client of a request (HTTP Basic or body credentials, not both), throttling
+/// repeated failures per client id and per source address.
+async fn authenticate_client(
     state: &AppState,
-    content_type: Option<&str>,
-    authorization: Option<&str>,
-    body: &[u8],
-) -> Result<Response, OAuthError> {
-    let request = parse_request(content_type, body)?;
-    let grant_type = request
-        .grant_type
-        .as_deref()
-        .ok_or_else(|| OAuthError::bad_request("invalid_request", "grant_type is required"))?;
-    if grant_type != "client_credentials" {
-        return Err(OAuthError::bad_request(
-            "unsupported_grant_type",
-            format!("grant_type {grant_type:?} is not supported"),
-        ));
-    }
-    let (client_id, secret) = match (authorization, request.client_id, request.client_secret) {
+    raw: &Raw,
+    request: &TokenRequest,
+) -> Result<ClientRecord, OAuthError> {
+    let (client_id, secret) = match (
+        raw.authorization.as_deref(),
+        &request.client_id,
+        &request.client_secret,
+    ) {
         (Some(header), None, None) => basic_credentials(header)?,
-        (None, Some(id), Some(secret)) => (id, secret),
+        (None, Some(id), Some(secret)) => (id.clone(), secret.clone()),
         (Some(_), _, _) => {
             return Err(OAuthError::bad_request(
                 "invalid_request",
@@ -151,6 +202,10 @@ async fn token(
         }
         (None, _, _) => return Err(OAuthError::invalid_client()),
     };
+    let address = raw.address.as_deref();
+    if let Some(wait) = state.auth_throttle.blocked(&client_id, address).await {
+        return Err(OAuthError::throttled(wait));
+    }
     let client = find_client(&state.pool, &client_id).await.map_err(|e| {
         tracing::error!("looking up a client failed: {e}");
         OAuthError::server_error()
@@ -168,13 +223,86 @@ async fn token(
     let matches = tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
         .await
         .unwrap_or(false);
-    let client = match client {
-        Some(client) if matches => client,
+    match client {
+        Some(client) if matches => Ok(client),
         _ => {
             tracing::info!(client_id = %client_id, "client authentication failed");
-            return Err(OAuthError::invalid_client());
+            state.auth_throttle.failed(&client_id, address).await;
+            Err(OAuthError::invalid_client())
         }
-    };
+    }
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Signs an access token and answers the token response with `refresh_token`.
+fn token_response(
+    state: &AppState,
+    access: (String, crate::auth::Claims),
+    refresh_token: &str,
+) -> Response {
+    let (access_token, claims) = access;
+    no_store(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": state.tokens.ttl_secs(),
+            "refresh_token": refresh_token,
+            "scope": claims.scope,
+        }),
+    ))
+}
+
+fn signing_failed(e: &jsonwebtoken::errors::Error) -> OAuthError {
+    tracing::error!("signing a token failed: {e}");
+    OAuthError::server_error()
+}
+
+fn storage_failed(e: &sqlx::Error) -> OAuthError {
+    tracing::error!("storing a refresh token failed: {e}");
+    OAuthError::server_error()
+}
+
+async fn token(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
+    let request = parse_request(raw.content_type.as_deref(), &raw.body)?;
+    let grant_type = request
+        .grant_type
+        .as_deref()
+        .ok_or_else(|| OAuthError::bad_request("invalid_request", "grant_type is required"))?;
+    match grant_type {
+        "client_credentials" => client_credentials(state, raw, &request).await,
+        "refresh_token" => {
+            // A client that authenticates must own the token; the token alone also suffices,
+            // as with `/auth/refresh`.
+            let client = if raw.authorization.is_some() || request.client_id.is_some() {
+                Some(authenticate_client(state, raw, &request).await?)
+            } else {
+                None
+            };
+            let token = request.refresh_token.as_deref().ok_or_else(|| {
+                OAuthError::bad_request("invalid_request", "refresh_token is required")
+            })?;
+            refresh(state, token, client.as_ref()).await
+        }
+        other => Err(OAuthError::bad_request(
+            "unsupported_grant_type",
+            format!("grant_type {other:?} is not supported"),
+        )),
+    }
+}
+
+async fn client_credentials(
+    state: &AppState,
+    raw: &Raw,
+    request: &TokenRequest,
+) -> Result<Response, OAuthError> {
+    let client = authenticate_client(state, raw, request).await?;
     let allowed: Vec<Scope> = client
         .scopes
         .iter()
@@ -195,7 +323,7 @@ async fn token(
             requested
         }
     };
-    let (access_token, _claims) = state
+    let access = state
         .tokens
         .issue(
             &client.tenant_id,
@@ -203,23 +331,216 @@ async fn token(
             &client.client_id,
             &scopes,
         )
-        .map_err(|e| {
-            tracing::error!("signing a token failed: {e}");
-            OAuthError::server_error()
-        })?;
-    let mut response = json_response(
+        .map_err(|e| signing_failed(&e))?;
+    let scope_names: Vec<String> = scopes.iter().map(|s| s.as_str().to_owned()).collect();
+    let refresh_token = refresh::issue(
+        &state.pool,
+        &client.client_id,
+        &scope_names,
+        state.refresh_ttl_secs,
+        (&access.1.jti, access.1.exp),
+    )
+    .await
+    .map_err(|e| storage_failed(&e))?;
+    Ok(token_response(state, access, &refresh_token))
+}
+
+/// The refresh grant: rotation, and family revocation on replay.
+async fn refresh(
+    state: &AppState,
+    token: &str,
+    client: Option<&ClientRecord>,
+) -> Result<Response, OAuthError> {
+    let invalid = || OAuthError::bad_request("invalid_grant", "the refresh token is invalid");
+    if !refresh::looks_like_refresh_token(token) {
+        return Err(invalid());
+    }
+    if let Some(client) = client {
+        let grant = refresh::find(&state.pool, token)
+            .await
+            .map_err(|e| storage_failed(&e))?;
+        if grant.is_none_or(|g| g.client_id != client.client_id) {
+            return Err(invalid());
+        }
+    }
+    // The next access token's id and expiry are fixed before it is signed, so the rotation can
+    // record them for a later family revocation.
+    let jti = uuid::Uuid::new_v4().to_string();
+    let exp = crate::auth::now_secs() + state.tokens.ttl_secs();
+    let rotation = refresh::rotate(&state.pool, token, state.refresh_ttl_secs, (&jti, exp))
+        .await
+        .map_err(|e| storage_failed(&e))?;
+    match rotation {
+        refresh::Rotation::Invalid => Err(invalid()),
+        refresh::Rotation::Replayed { access, grant } => {
+            tracing::warn!(
+                client_id = %grant.client_id,
+                family = %grant.family_id,
+                "a rotated refresh token was presented again; its family is revoked"
+            );
+            revoke_access_tokens(state, &access, &grant.tenant_id, &grant.user_id).await;
+            Err(OAuthError::bad_request(
+                "invalid_grant",
+                "the refresh token was already used; every token of its family is revoked",
+            ))
+        }
+        refresh::Rotation::Rotated { token: next, grant } => {
+            let scopes: Vec<Scope> = grant
+                .scopes
+                .iter()
+                .filter_map(|s| Scope::parse(s))
+                .collect();
+            let access = state
+                .tokens
+                .issue_with(
+                    &grant.tenant_id,
+                    &grant.user_id,
+                    &grant.client_id,
+                    &scopes,
+                    jti,
+                    exp,
+                )
+                .map_err(|e| signing_failed(&e))?;
+            Ok(token_response(state, access, &next))
+        }
+    }
+}
+
+async fn revoke_access_tokens(
+    state: &AppState,
+    access: &[(String, u64)],
+    tenant: &str,
+    user: &str,
+) {
+    for (jti, exp) in access {
+        if let Err(e) = state
+            .tokens
+            .revocations()
+            .revoke(jti, *exp, tenant, user)
+            .await
+        {
+            tracing::error!("revoking access token {jti} failed: {e}");
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+/// `POST /auth/refresh {"refresh_token"}`: the refresh grant without client authentication.
+async fn refresh_endpoint(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
+    let body: RefreshBody = serde_json::from_slice(&raw.body).map_err(|e| {
+        OAuthError::bad_request(
+            "invalid_request",
+            format!("expected {{\"refresh_token\": \"...\"}}: {e}"),
+        )
+    })?;
+    refresh(state, &body.refresh_token, None).await
+}
+
+/// `POST /auth/revoke` (RFC 7009): 200 whether or not the token was known.
+async fn revoke(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
+    let request = parse_request(raw.content_type.as_deref(), &raw.body)?;
+    let client = authenticate_client(state, raw, &request).await?;
+    let token = request
+        .token
+        .as_deref()
+        .ok_or_else(|| OAuthError::bad_request("invalid_request", "token is required"))?;
+    if let Some(hint) = request.token_type_hint.as_deref() {
+        if !matches!(hint, "access_token" | "refresh_token") {
+            return Err(OAuthError::bad_request(
+                "unsupported_token_type",
+                format!("token_type_hint {hint:?} is not supported"),
+            ));
+        }
+    }
+    if refresh::looks_like_refresh_token(token) {
+        let revoked = refresh::revoke(&state.pool, token, &client.client_id)
+            .await
+            .map_err(|e| storage_failed(&e))?;
+        if let Some(access) = revoked {
+            revoke_access_tokens(state, &access, &client.tenant_id, &client.user_id).await;
+        }
+    } else if let Ok(principal) = state.tokens.verify_signed(token).await {
+        // Only the client a token was issued to may revoke it (RFC 7009 §2.1).
+        if principal.client_id == client.client_id {
+            state
+                .tokens
+                .revocations()
+                .revoke(
+                    &principal.jti,
+                    principal.expires_at,
+                    principal.tenant.as_str(),
+                    principal.user.as_str(),
+                )
+                .await
+                .map_err(|e| {
+                    tracing::error!("recording a revocation failed: {e}");
+                    OAuthError::server_error()
+                })?;
+        }
+    }
+    Ok(no_store(json_response(
         StatusCode::OK,
-        &serde_json::json!({
-            "access_token": access_token,
-            "token_type": "Bearer",
-            "expires_in": state.tokens.ttl_secs(),
-            "scope": Scope::join(&scopes),
-        }),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+        &serde_json::json!({}),
+    )))
+}
+
+/// `POST /auth/introspect` (RFC 7662). Tokens of other tenants are inactive to the caller.
+async fn introspect(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
+    let request = parse_request(raw.content_type.as_deref(), &raw.body)?;
+    let client = authenticate_client(state, raw, &request).await?;
+    let token = request
+        .token
+        .as_deref()
+        .ok_or_else(|| OAuthError::bad_request("invalid_request", "token is required"))?;
+    let inactive = || {
+        no_store(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"active": false}),
+        ))
+    };
+    if refresh::looks_like_refresh_token(token) {
+        let grant = refresh::find(&state.pool, token)
+            .await
+            .map_err(|e| storage_failed(&e))?;
+        return Ok(match grant {
+            Some(grant) if grant.active() && grant.tenant_id == client.tenant_id => {
+                no_store(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "active": true,
+                        "token_type": "refresh_token",
+                        "sub": grant.user_id,
+                        "tenant_id": grant.tenant_id,
+                        "client_id": grant.client_id,
+                        "scope": grant.scopes.join(" "),
+                        "exp": grant.expires_at.timestamp(),
+                    }),
+                ))
+            }
+            _ => inactive(),
+        });
+    }
+    Ok(match state.tokens.verify(token).await {
+        Ok(principal) if principal.tenant.as_str() == client.tenant_id => no_store(json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "active": true,
+                "token_type": "access_token",
+                "sub": principal.user.as_str(),
+                "tenant_id": principal.tenant.as_str(),
+                "client_id": principal.client_id,
+                "scope": Scope::join(&principal.scopes),
+                "exp": principal.expires_at,
+                "jti": principal.jti,
+            }),
+        )),
+        _ => inactive(),
+    })
 }
 
 #[cfg(test)]

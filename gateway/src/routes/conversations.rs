@@ -12,10 +12,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::answer;
+use super::command::{command, Command};
 use crate::auth::{Principal, Scope};
-use crate::body::{json, optional_json};
-use crate::filters::{authenticated, request_meta, require, with_state, RequestMeta};
+use crate::body::{parse_json, parse_optional_json};
+use crate::filters::{require, RequestMeta};
 use crate::problem::{json_response, ApiError, FieldError};
 use crate::AppState;
 
@@ -52,76 +52,45 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let create = warp::path!("v1" / "conversations")
         .and(warp::post())
-        .and(with_state(state.clone()))
-        .and(authenticated(state.clone()))
-        .and(request_meta())
-        .and(json::<CreateBody>())
-        .and_then(
-            |state: Arc<AppState>, p: Principal, meta: RequestMeta, body: CreateBody| async move {
-                answer(
-                    "create_conversation",
-                    Instant::now(),
-                    create(&state, &p, &meta, body).await,
-                )
-            },
-        );
+        .and(command(state.clone()))
+        .and_then(|cmd: Command| async move {
+            let started = Instant::now();
+            let result = match parse_json::<CreateBody>(&cmd.body) {
+                Ok(body) => create(&cmd.state, &cmd.principal, &cmd.meta, body).await,
+                Err(e) => Err(e),
+            };
+            cmd.finish("create_conversation", started, result).await
+        });
     let add_member = warp::path!("v1" / "conversations" / String / "members")
         .and(warp::post())
-        .and(with_state(state.clone()))
-        .and(authenticated(state.clone()))
-        .and(request_meta())
-        .and(json::<AddMemberBody>())
-        .and_then(
-            |id: String,
-             state: Arc<AppState>,
-             p: Principal,
-             meta: RequestMeta,
-             body: AddMemberBody| async move {
-                answer(
-                    "add_member",
-                    Instant::now(),
-                    add_member(&state, &p, &meta, &id, body).await,
-                )
-            },
-        );
-    let remove_member =
-        warp::path!("v1" / "conversations" / String / "members" / String)
-            .and(warp::delete())
-            .and(with_state(state.clone()))
-            .and(authenticated(state.clone()))
-            .and(request_meta())
-            .and_then(
-                |id: String,
-                 user: String,
-                 state: Arc<AppState>,
-                 p: Principal,
-                 meta: RequestMeta| async move {
-                    answer(
-                        "remove_member",
-                        Instant::now(),
-                        remove_member(&state, &p, &meta, &id, &user).await,
-                    )
-                },
-            );
+        .and(command(state.clone()))
+        .and_then(|id: String, cmd: Command| async move {
+            let started = Instant::now();
+            let result = match parse_json::<AddMemberBody>(&cmd.body) {
+                Ok(body) => add_member(&cmd.state, &cmd.principal, &cmd.meta, &id, body).await,
+                Err(e) => Err(e),
+            };
+            cmd.finish("add_member", started, result).await
+        });
+    let remove_member = warp::path!("v1" / "conversations" / String / "members" / String)
+        .and(warp::delete())
+        .and(command(state.clone()))
+        .and_then(|id: String, user: String, cmd: Command| async move {
+            let started = Instant::now();
+            let result = remove_member(&cmd.state, &cmd.principal, &cmd.meta, &id, &user).await;
+            cmd.finish("remove_member", started, result).await
+        });
     let read = warp::path!("v1" / "conversations" / String / "read")
         .and(warp::post())
-        .and(with_state(state.clone()))
-        .and(authenticated(state))
-        .and(request_meta())
-        .and(optional_json::<ReadBody>())
-        .and_then(
-            |id: String,
-             state: Arc<AppState>,
-             p: Principal,
-             meta: RequestMeta,
-             body: Option<ReadBody>| async move {
-                answer(
-                    "mark_read",
-                    Instant::now(),
-                    mark_read(&state, &p, &meta, &id, body).await,
-                )
-            },
-        );
+        .and(command(state))
+        .and_then(|id: String, cmd: Command| async move {
+            let started = Instant::now();
+            let result = match parse_optional_json::<ReadBody>(&cmd.body) {
+                Ok(body) => mark_read(&cmd.state, &cmd.principal, &cmd.meta, &id, body).await,
+                Err(e) => Err(e),
+            };
+            cmd.finish("mark_read", started, result).await
+        });
     create
         .or(add_member)
         .unify()

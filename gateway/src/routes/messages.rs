@@ -13,10 +13,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::answer;
+use super::command::{command, Command};
 use crate::auth::{Principal, Scope};
-use crate::body::json;
-use crate::filters::{authenticated, request_meta, require, with_state, RequestMeta};
+use crate::body::parse_json;
+use crate::filters::{require, RequestMeta};
 use crate::problem::{json_response, ApiError, FieldError};
 use crate::AppState;
 
@@ -40,38 +40,26 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let send = warp::path!("v1" / "messages")
         .and(warp::post())
-        .and(with_state(state.clone()))
-        .and(authenticated(state.clone()))
-        .and(request_meta())
-        .and(json::<SendBody>())
-        .and_then(
-            |state: Arc<AppState>, p: Principal, meta: RequestMeta, body: SendBody| async move {
-                answer(
-                    "send_message",
-                    Instant::now(),
-                    send(&state, &p, &meta, body).await,
-                )
-            },
-        );
+        .and(command(state.clone()))
+        .and_then(|cmd: Command| async move {
+            let started = Instant::now();
+            let result = match parse_json::<SendBody>(&cmd.body) {
+                Ok(body) => send(&cmd.state, &cmd.principal, &cmd.meta, body).await,
+                Err(e) => Err(e),
+            };
+            cmd.finish("send_message", started, result).await
+        });
     let status = warp::path!("v1" / "messages" / String / "status")
         .and(warp::post())
-        .and(with_state(state.clone()))
-        .and(authenticated(state))
-        .and(request_meta())
-        .and(json::<StatusBody>())
-        .and_then(
-            |id: String,
-             state: Arc<AppState>,
-             p: Principal,
-             meta: RequestMeta,
-             body: StatusBody| async move {
-                answer(
-                    "message_status",
-                    Instant::now(),
-                    mark_status(&state, &p, &meta, &id, body).await,
-                )
-            },
-        );
+        .and(command(state))
+        .and_then(|id: String, cmd: Command| async move {
+            let started = Instant::now();
+            let result = match parse_json::<StatusBody>(&cmd.body) {
+                Ok(body) => mark_status(&cmd.state, &cmd.principal, &cmd.meta, &id, body).await,
+                Err(e) => Err(e),
+            };
+            cmd.finish("message_status", started, result).await
+        });
     send.or(status).unify()
 }
 

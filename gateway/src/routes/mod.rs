@@ -2,6 +2,7 @@
 //! parsing run only for the one route that matches.
 
 mod auth;
+mod command;
 
 pub use auth::MAX_SECRET_CHECKS;
 mod conversations;

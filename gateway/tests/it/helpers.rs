@@ -15,6 +15,10 @@ pub struct TestApp {
     pub base: String,
     pipeline: Option<tokio::task::JoinHandle<()>>,
     database_url: String,
+    /// The deployment prefix (Kafka topics, Redis keys and channels) of this test alone.
+    pub prefix: String,
+    /// Settings of this app on top of the defaults, shared by its other instances.
+    env: Vec<(String, String)>,
     pub pool: PgPool,
     pub http: reqwest::Client,
     stop: CancellationToken,
@@ -99,19 +103,30 @@ impl Answer {
 }
 
 impl TestApp {
+    /// A gateway of its own, without a rate limit (tests of the limit turn it on).
     pub async fn spawn() -> Self {
+        Self::spawn_with(&[("CHAT4ALL_RATE_LIMIT_PER_MINUTE", "0")]).await
+    }
+
+    /// A gateway with `env` on top of the default settings.
+    pub async fn spawn_with(env: &[(&str, &str)]) -> Self {
         if std::env::var_os("RUST_LOG").is_some() {
             chat4all_platform::init_telemetry();
         }
         let (options, pool) = fresh_database().await;
-        Self::start(options.to_url_lossy().to_string(), pool).await
+        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::start(options.to_url_lossy().to_string(), pool, prefix, env).await
     }
 
     /// A gateway with the rest of the engine behind it: a relay and a projector on the test
     /// broker, under a deployment prefix of their own.
     pub async fn spawn_with_pipeline() -> Self {
         let mut app = Self::spawn().await;
-        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        let prefix = app.prefix.clone();
         let kafka = chat4all_platform::KafkaSettings {
             bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS")
                 .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
@@ -163,23 +178,28 @@ impl TestApp {
 
     /// Another gateway instance on the same database, as in a scaled-out deployment.
     pub async fn another_instance(&self) -> Self {
-        Self::start(self.database_url.clone(), self.pool.clone()).await
+        Self::start(
+            self.database_url.clone(),
+            self.pool.clone(),
+            self.prefix.clone(),
+            self.env.clone(),
+        )
+        .await
     }
 
-    async fn start(url: String, pool: PgPool) -> Self {
-        let settings = Settings::load_from(
-            None,
-            [
-                ("DATABASE_URL".to_owned(), url.clone()),
-                (
-                    "KAFKA_BOOTSTRAP_SERVERS".to_owned(),
-                    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
-                        .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
-                ),
-                ("CHAT4ALL_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
-            ],
-        )
-        .unwrap();
+    async fn start(url: String, pool: PgPool, prefix: String, env: Vec<(String, String)>) -> Self {
+        let mut vars = vec![
+            ("DATABASE_URL".to_owned(), url.clone()),
+            (
+                "KAFKA_BOOTSTRAP_SERVERS".to_owned(),
+                std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+                    .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
+            ),
+            ("CHAT4ALL_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("CHAT4ALL_TOPIC_PREFIX".to_owned(), prefix.clone()),
+        ];
+        vars.extend(env.iter().cloned());
+        let settings = Settings::load_from(None, vars).unwrap();
         let app = Application::build(&settings).await.unwrap();
         let base = format!("http://{}", app.local_addr());
         let stop = CancellationToken::new();
@@ -188,6 +208,8 @@ impl TestApp {
             base,
             pipeline: None,
             database_url: url,
+            prefix,
+            env,
             pool,
             http: reqwest::Client::new(),
             stop,
