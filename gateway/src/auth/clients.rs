@@ -23,7 +23,7 @@ pub struct ClientRecord {
 }
 
 /// A newly created client; the only time its secret is visible.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct NewClient {
     pub client_id: String,
     pub client_secret: String,

@@ -5,8 +5,10 @@
 mod auth;
 mod conversations;
 mod helpers;
+mod limits;
 mod membership;
 mod messages;
 mod ops;
 mod queries;
 mod status;
+mod tokens;
