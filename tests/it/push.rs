@@ -75,6 +75,10 @@ impl Deployment {
     }
 
     async fn token(&self, user: &str) -> String {
+        self.client_and_token(user).await.1
+    }
+
+    async fn client_and_token(&self, user: &str) -> (chat4all_gateway::auth::NewClient, String) {
         let client = create_client(
             &self.pool,
             &TenantId::parse("acme").unwrap(),
@@ -97,7 +101,7 @@ impl Deployment {
             .json()
             .await
             .unwrap();
-        answer["access_token"].as_str().unwrap().to_owned()
+        (client, answer["access_token"].as_str().unwrap().to_owned())
     }
 
     async fn post(&self, gateway: usize, token: &str, path: &str, body: Value) -> Value {
@@ -736,4 +740,45 @@ async fn a_consumer_too_slow_to_receive_is_closed_and_others_get_everything() {
         received < count,
         "a stalled client was sent everything ({received})"
     );
+}
+
+#[tokio::test]
+async fn a_token_revoked_on_another_instance_closes_its_sockets_with_4001() {
+    let deployment = Deployment::start().await;
+    let (client, token) = deployment.client_and_token("bob").await;
+    let other = deployment.token("bob").await;
+    let mut revoked = deployment.connect(0, &token).await;
+    let mut unaffected = deployment.connect(0, &other).await;
+    let answer = deployment
+        .http
+        .post(format!("http://{}/auth/revoke", deployment.gateways[1]))
+        .form(&[
+            ("token", token.as_str()),
+            ("client_id", &client.client_id),
+            ("client_secret", &client.client_secret),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        close_code(&mut revoked).await,
+        Some(CloseCode::Library(4001))
+    );
+    // The user's other token is untouched: its socket stays and still gets frames.
+    unaffected
+        .send(Message::text(r#"{"type": "resume", "data": {"positions": {}}}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut unaffected).await["type"], "resume.completed");
+    // And the revoked token cannot come back.
+    let refused =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", deployment.gateways[1]))
+            .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401);
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
 }
