@@ -767,14 +767,21 @@ async fn a_token_revoked_on_another_instance_closes_its_sockets_with_4001() {
     );
     // The user's other token is untouched: its socket stays and still gets frames.
     unaffected
-        .send(Message::text(r#"{"type": "resume", "data": {"positions": {}}}"#))
+        .send(Message::text(
+            r#"{"type": "resume", "data": {"positions": {}}}"#,
+        ))
         .await
         .unwrap();
-    assert_eq!(next_frame(&mut unaffected).await["type"], "resume.completed");
+    assert_eq!(
+        next_frame(&mut unaffected).await["type"],
+        "resume.completed"
+    );
     // And the revoked token cannot come back.
-    let refused =
-        tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", deployment.gateways[1]))
-            .await;
+    let refused = tokio_tungstenite::connect_async(format!(
+        "ws://{}/ws?token={token}",
+        deployment.gateways[1]
+    ))
+    .await;
     match refused {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 401);

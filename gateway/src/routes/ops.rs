@@ -1,4 +1,4 @@
-//! Operations endpoints: liveness, readiness, metrics, the JWK set.
+//! Operations endpoints: liveness, readiness, metrics, the JWK set, the OpenAPI document.
 
 use std::sync::Arc;
 
@@ -9,6 +9,9 @@ use warp::{Filter, Rejection};
 use crate::filters::with_state;
 use crate::problem::json_response;
 use crate::AppState;
+
+/// The OpenAPI 3.1 document of every route; a test checks it against what is served.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 pub fn routes(
     state: Arc<AppState>,
@@ -40,7 +43,17 @@ pub fn routes(
         .and(warp::get())
         .and(with_state(state))
         .map(|state: Arc<AppState>| json_response(StatusCode::OK, &state.tokens.keys().jwks()));
+    let openapi = warp::path!("openapi.json").and(warp::get()).map(|| {
+        let mut response = Response::new(OPENAPI.into());
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    });
     health
+        .or(openapi)
+        .unify()
         .or(ready)
         .unify()
         .or(metrics)

@@ -410,12 +410,11 @@ async fn a_read_only_token_cannot_change_anything() {
 async fn forged_algorithms_and_claims_are_refused() {
     let app = TestApp::spawn().await;
     let (kid, der) = signing_key(&app).await;
-    let public: Vec<u8> =
-        sqlx::query_scalar("SELECT public_raw FROM signing_keys WHERE kid = $1")
-            .bind(&kid)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let public: Vec<u8> = sqlx::query_scalar("SELECT public_raw FROM signing_keys WHERE kid = $1")
+        .bind(&kid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     let jwk_x = URL_SAFE_NO_PAD.encode(&public);
     // HS256 keyed with what is public: the raw key, and its JWK text.
     let hs256 = |secret: &[u8]| {
@@ -424,7 +423,12 @@ async fn forged_algorithms_and_claims_are_refused() {
             kid: Some(kid.clone()),
             ..Default::default()
         };
-        jsonwebtoken::encode(&header, &claims(900), &EncodingKey::from_secret(secret).unwrap()).unwrap()
+        jsonwebtoken::encode(
+            &header,
+            &claims(900),
+            &EncodingKey::from_secret(secret).unwrap(),
+        )
+        .unwrap()
     };
     let with = |change: &dyn Fn(&mut Claims)| {
         let mut forged = claims(900);
@@ -436,12 +440,23 @@ async fn forged_algorithms_and_claims_are_refused() {
         ("HS256 with the public key", hs256(&public)),
         ("HS256 with the JWK", hs256(jwk_x.as_bytes())),
         ("another issuer", with(&|c| c.iss = "evil".to_owned())),
-        ("another audience", with(&|c| c.aud = "other-api".to_owned())),
+        (
+            "another audience",
+            with(&|c| c.aud = "other-api".to_owned()),
+        ),
         ("not valid for two minutes", with(&|c| c.nbf = later)),
-        ("an unknown scope", with(&|c| c.scope = "read root".to_owned())),
+        (
+            "an unknown scope",
+            with(&|c| c.scope = "read root".to_owned()),
+        ),
     ] {
         let answer = create_conversation(&app, Some(&bearer(&token))).await;
-        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{what}: {:?}", answer.body);
+        assert_eq!(
+            answer.status,
+            StatusCode::UNAUTHORIZED,
+            "{what}: {:?}",
+            answer.body
+        );
         invalid_token(&answer);
     }
     assert_eq!(app.total_events().await, 0);
@@ -449,7 +464,9 @@ async fn forged_algorithms_and_claims_are_refused() {
     // the one thing that was changed.
     let genuine = with(&|_| {});
     assert_eq!(
-        create_conversation(&app, Some(&bearer(&genuine))).await.status,
+        create_conversation(&app, Some(&bearer(&genuine)))
+            .await
+            .status,
         StatusCode::CREATED
     );
 }
