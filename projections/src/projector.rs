@@ -305,6 +305,9 @@ impl Projector {
             // How long a rebalance waits for every member to rejoin; a member that died just
             // before one must not hold the whole group for the default five minutes.
             .set("max.poll.interval.ms", "30000")
+            // A fetch returns as soon as records exist on brokers that long-poll; one that does
+            // not (tansu) holds every fetch for this long, and it is the floor of push latency.
+            .set("fetch.wait.max.ms", "10")
             .set("log_level", "3")
             .create_with_context(AssignmentContext::default())?)
     }
