@@ -4,6 +4,7 @@
 
 mod auth;
 mod conversations;
+mod hardening;
 mod helpers;
 mod limits;
 mod membership;
