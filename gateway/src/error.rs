@@ -8,6 +8,8 @@ pub enum GatewayError {
     Database(#[from] sqlx::Error),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("hashing a client secret failed: {0}")]
     Hash(String),
     #[error("invalid listen address {addr:?}: {reason}")]

@@ -99,6 +99,30 @@ impl Application {
             publisher.clone(),
             &settings.topic_prefix,
         ));
+        let tokens = match (
+            settings.auth.algorithm.as_str(),
+            &settings.auth.hs256_secret,
+        ) {
+            ("EdDSA", None) => tokens,
+            ("HS256", Some(secret)) => tokens
+                .with_hs256(secret.expose().as_bytes())
+                .map_err(GatewayError::Config)?,
+            ("EdDSA", Some(_)) => {
+                return Err(GatewayError::Config(
+                    "auth.hs256_secret is set but auth.algorithm is EdDSA".to_owned(),
+                ))
+            }
+            ("HS256", None) => {
+                return Err(GatewayError::Config(
+                    "auth.algorithm HS256 needs auth.hs256_secret".to_owned(),
+                ))
+            }
+            (other, _) => {
+                return Err(GatewayError::Config(format!(
+                    "auth.algorithm must be EdDSA or HS256, not {other:?}"
+                )))
+            }
+        };
         let push_stop = CancellationToken::new();
         let hub = push::Hub::start(
             redis,

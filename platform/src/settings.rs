@@ -116,6 +116,11 @@ pub struct AuthSettings {
     pub access_token_ttl_secs: u64,
     /// How long a refresh token lives unused (each use replaces it with a fresh one).
     pub refresh_token_ttl_secs: u64,
+    /// `EdDSA` (Ed25519 keys with `kid`, published in the JWKS) or, only when chosen
+    /// explicitly, `HS256` with `hs256_secret`.
+    pub algorithm: String,
+    /// The shared HS256 secret (at least 32 bytes); only with `algorithm = "HS256"`.
+    pub hs256_secret: Option<Secret<String>>,
 }
 
 const DEFAULTS: &str = r#"
@@ -158,6 +163,7 @@ issuer = "chat4all"
 audience = "chat4all-api"
 access_token_ttl_secs = 900
 refresh_token_ttl_secs = 2592000
+algorithm = "EdDSA"
 "#;
 
 /// The documented variables without the `CHAT4ALL_` prefix.

@@ -139,7 +139,14 @@ pub struct TokenService {
     /// Verified tokens by their exact text, with the key that signed them.
     verified: Mutex<HashMap<String, (Principal, String)>>,
     revocations: Revocations,
+    /// HS256 with a shared secret, only when configured so explicitly; EdDSA otherwise.
+    shared: Option<(jsonwebtoken::EncodingKey, jsonwebtoken::DecodingKey)>,
 }
+
+/// The `kid` of HS256 tokens: there is one shared secret, not a key set.
+const SHARED_KID: &str = "hs256";
+/// The shortest shared secret accepted (RFC 7518 §3.2: at least the hash size).
+pub const MIN_SHARED_SECRET_BYTES: usize = 32;
 
 pub fn now_secs() -> u64 {
     chrono::Utc::now().timestamp().try_into().unwrap_or(0)
@@ -163,6 +170,42 @@ impl TokenService {
             validation,
             verified: Mutex::new(HashMap::new()),
             revocations: Revocations::new(None, ""),
+            shared: None,
+        }
+    }
+
+    /// Signs and verifies with HS256 and `secret` instead of the Ed25519 key ring; tokens of
+    /// the other algorithm are refused. Only for deployments that ask for it explicitly.
+    ///
+    /// # Errors
+    /// A secret shorter than [`MIN_SHARED_SECRET_BYTES`].
+    pub fn with_hs256(mut self, secret: &[u8]) -> Result<Self, String> {
+        if secret.len() < MIN_SHARED_SECRET_BYTES {
+            return Err(format!(
+                "the HS256 secret must be at least {MIN_SHARED_SECRET_BYTES} bytes"
+            ));
+        }
+        let encoding = jsonwebtoken::EncodingKey::from_secret(secret).map_err(|e| e.to_string())?;
+        let decoding = jsonwebtoken::DecodingKey::from_secret(secret).map_err(|e| e.to_string())?;
+        self.validation.algorithms = vec![Algorithm::HS256];
+        self.shared = Some((encoding, decoding));
+        Ok(self)
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        if self.shared.is_some() {
+            Algorithm::HS256
+        } else {
+            Algorithm::EdDSA
+        }
+    }
+
+    /// The public keys that verify tokens: none when a shared secret signs them.
+    pub fn jwks(&self) -> serde_json::Value {
+        if self.shared.is_some() {
+            serde_json::json!({"keys": []})
+        } else {
+            self.keys.jwks()
         }
     }
 
@@ -232,10 +275,15 @@ impl TokenService {
             exp,
             jti,
         };
-        let (kid, key) = self.keys.signing();
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(kid);
-        let token = jsonwebtoken::encode(&header, &claims, &key)?;
+        let mut header = Header::new(self.algorithm());
+        let token = if let Some((shared, _)) = &self.shared {
+            header.kid = Some(SHARED_KID.to_owned());
+            jsonwebtoken::encode(&header, &claims, shared)?
+        } else {
+            let (kid, key) = self.keys.signing();
+            header.kid = Some(kid);
+            jsonwebtoken::encode(&header, &claims, &key)?
+        };
         Ok((token, claims))
     }
 
@@ -261,22 +309,28 @@ impl TokenService {
             if principal.expires_at + LEEWAY_SECS <= now {
                 return Err(TokenError::Expired);
             }
-            if !self.keys.is_current(&kid) {
+            if self.shared.is_none() && !self.keys.is_current(&kid) {
                 return Err(TokenError::UnknownKey);
             }
             return Ok(principal);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if header.alg != Algorithm::EdDSA {
+        if header.alg != self.algorithm() {
             return Err(TokenError::Invalid);
         }
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-        let key = self
-            .keys
-            .verifying(&kid)
-            .await
-            .ok_or(TokenError::UnknownKey)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(
+        let verifying;
+        let decoding = if let Some((_, shared)) = &self.shared {
+            shared
+        } else {
+            verifying = self
+                .keys
+                .verifying(&kid)
+                .await
+                .ok_or(TokenError::UnknownKey)?;
+            &verifying.decoding
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, decoding, &self.validation).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::NotYetValid,

@@ -42,7 +42,7 @@ pub fn routes(
     let jwks = warp::path!(".well-known" / "jwks.json")
         .and(warp::get())
         .and(with_state(state))
-        .map(|state: Arc<AppState>| json_response(StatusCode::OK, &state.tokens.keys().jwks()));
+        .map(|state: Arc<AppState>| json_response(StatusCode::OK, &state.tokens.jwks()));
     let openapi = warp::path!("openapi.json").and(warp::get()).map(|| {
         let mut response = Response::new(OPENAPI.into());
         response.headers_mut().insert(

@@ -470,3 +470,39 @@ async fn forged_algorithms_and_claims_are_refused() {
         StatusCode::CREATED
     );
 }
+
+#[tokio::test]
+async fn hs256_signs_only_when_configured_and_then_refuses_eddsa() {
+    let secret = "a shared secret of at least thirty-two bytes";
+    let app = TestApp::spawn_with(&[
+        ("CHAT4ALL_RATE_LIMIT_PER_MINUTE", "0"),
+        ("CHAT4ALL_AUTH__ALGORITHM", "HS256"),
+        ("CHAT4ALL_AUTH__HS256_SECRET", secret),
+    ])
+    .await;
+    let token = app.token("acme", "alice").await;
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, Algorithm::HS256);
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+    validation.set_audience(&["chat4all-api"]);
+    let decoded = jsonwebtoken::decode::<Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()).unwrap(),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(decoded.claims["sub"], "alice");
+    assert_eq!(
+        create_conversation(&app, Some(&bearer(&token)))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    // The Ed25519 keys still in the table sign nothing that is accepted now.
+    let (kid, der) = signing_key(&app).await;
+    invalid_token(&create_conversation(&app, Some(&bearer(&sign(&kid, &der, &claims(900))))).await);
+    assert_eq!(
+        app.get("/.well-known/jwks.json").await.body["keys"],
+        json!([])
+    );
+}
