@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: ClientsCommand,
     },
+    /// Manage the keys that sign access tokens.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Measure the engine against this machine's raw limits.
     Bench {
         #[command(subcommand)]
@@ -71,6 +76,13 @@ enum RelayAction {
         #[arg(long)]
         after_position: i64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Sign with a new Ed25519 key once every instance knows it; the replaced key keeps
+    /// verifying until every token it signed has expired.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +148,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                 },
         } => clients_create(&settings, &tenant, &user, &scopes, json).await,
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => rotate_keys(&settings).await,
         Command::Bench { scenario } => crate::bench::run(&settings, scenario).await,
         Command::Replay { projection } => replay(&settings, &projection).await,
     }
@@ -223,6 +238,22 @@ async fn replay(settings: &Settings, projection: &str) -> anyhow::Result<()> {
     .await?;
     bar.finish();
     println!("rebuilt the read models from {applied} events and swapped them in");
+    Ok(())
+}
+
+async fn rotate_keys(settings: &Settings) -> anyhow::Result<()> {
+    let pool = settings.database.connect().await?;
+    // Instances sign with the old key until their next refresh, and its tokens live a full TTL.
+    let verify_for = settings.auth.access_token_ttl_secs
+        + chat4all_gateway::KEY_REFRESH.as_secs()
+        + chat4all_gateway::auth::LEEWAY_SECS;
+    // Every instance reloads the new key before it signs anything.
+    let activate_in = chat4all_gateway::KEY_REFRESH.as_secs() + 10;
+    let (kid, retired) = chat4all_gateway::auth::rotate_key(&pool, activate_in, verify_for).await?;
+    println!("new key:       {kid} (signs in {activate_in} s)");
+    for old in retired {
+        println!("retiring:      {old} (signs {activate_in} s more, then verifies {verify_for} s)");
+    }
     Ok(())
 }
 

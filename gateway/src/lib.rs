@@ -32,7 +32,7 @@ use crate::auth::{KeyRing, TokenService};
 use crate::health::Readiness;
 
 /// How often every instance re-reads the signing keys, so rotations and expiries reach all.
-const KEY_REFRESH: Duration = Duration::from_secs(60);
+pub const KEY_REFRESH: Duration = Duration::from_secs(60);
 /// How often idempotency keys past their 24 h are deleted (any instance may do it).
 const IDEMPOTENCY_EXPIRY: Duration = Duration::from_secs(600);
 

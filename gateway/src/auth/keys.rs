@@ -32,9 +32,17 @@ pub struct VerifyingKey {
     pub decoding: DecodingKey,
 }
 
-struct Loaded {
-    signing_kid: String,
+/// A key that signs, from `activates_at` until `retired_at`.
+struct Signer {
+    kid: String,
     encoding: EncodingKey,
+    activates_at: chrono::DateTime<chrono::Utc>,
+    retired_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+struct Loaded {
+    /// Newest first.
+    signers: Vec<Signer>,
     verifying: HashMap<String, VerifyingKey>,
     loaded_at: Instant,
 }
@@ -51,21 +59,32 @@ struct KeyRow {
     kid: String,
     private_der: Vec<u8>,
     public_raw: Vec<u8>,
+    activates_at: chrono::DateTime<chrono::Utc>,
     retired_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 async fn load(pool: &PgPool) -> Result<Loaded, sqlx::Error> {
     let rows: Vec<KeyRow> = sqlx::query_as(
-        "SELECT kid, private_der, public_raw, retired_at FROM signing_keys \
+        "SELECT kid, private_der, public_raw, activates_at, retired_at FROM signing_keys \
          WHERE algorithm = 'EdDSA' AND (verify_until IS NULL OR verify_until > now()) \
-         ORDER BY created_at DESC",
+         ORDER BY activates_at DESC, created_at DESC",
     )
     .fetch_all(pool)
     .await?;
-    let signing = rows
+    let now = chrono::Utc::now();
+    let signers: Vec<Signer> = rows
         .iter()
-        .find(|r| r.retired_at.is_none())
-        .ok_or_else(|| sqlx::Error::RowNotFound)?;
+        .filter(|r| r.retired_at.is_none_or(|retired| retired > now))
+        .map(|r| Signer {
+            kid: r.kid.clone(),
+            encoding: EncodingKey::from_ed_der(&r.private_der),
+            activates_at: r.activates_at,
+            retired_at: r.retired_at,
+        })
+        .collect();
+    if !signers.iter().any(|s| s.activates_at <= now) {
+        return Err(sqlx::Error::RowNotFound);
+    }
     let verifying = rows
         .iter()
         .map(|r| {
@@ -80,8 +99,7 @@ async fn load(pool: &PgPool) -> Result<Loaded, sqlx::Error> {
         })
         .collect();
     Ok(Loaded {
-        signing_kid: signing.kid.clone(),
-        encoding: EncodingKey::from_ed_der(&signing.private_der),
+        signers,
         verifying,
         loaded_at: Instant::now(),
     })
@@ -92,6 +110,10 @@ async fn load(pool: &PgPool) -> Result<Loaded, sqlx::Error> {
 /// # Errors
 /// A database failure.
 pub async fn generate_key(pool: &PgPool) -> Result<String, sqlx::Error> {
+    insert_key(pool).await
+}
+
+async fn insert_key<'e, E: sqlx::PgExecutor<'e>>(executor: E) -> Result<String, sqlx::Error> {
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let signing = SigningKey::from_bytes(&seed);
@@ -105,9 +127,46 @@ pub async fn generate_key(pool: &PgPool) -> Result<String, sqlx::Error> {
     .bind(&kid)
     .bind(&der)
     .bind(public.as_slice())
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(kid)
+}
+
+/// Replaces the signing key. The new key verifies at once and signs from `activate_in_secs`
+/// on (give every instance time to reload it first); the keys it replaces sign until then and
+/// keep verifying `verify_for_secs` longer, until every token they signed has expired. Returns
+/// the new key's id and the retired ones'.
+///
+/// # Errors
+/// A database failure.
+pub async fn rotate_key(
+    pool: &PgPool,
+    activate_in_secs: u64,
+    verify_for_secs: u64,
+) -> Result<(String, Vec<String>), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7243012003)")
+        .execute(&mut *tx)
+        .await?;
+    let retired: Vec<String> = sqlx::query_scalar(
+        "UPDATE signing_keys SET retired_at = now() + make_interval(secs => $1), \
+                verify_until = now() + make_interval(secs => $1 + $2) \
+         WHERE retired_at IS NULL RETURNING kid",
+    )
+    .bind(activate_in_secs as f64)
+    .bind(verify_for_secs as f64)
+    .fetch_all(&mut *tx)
+    .await?;
+    let kid = insert_key(&mut *tx).await?;
+    sqlx::query(
+        "UPDATE signing_keys SET activates_at = now() + make_interval(secs => $2) WHERE kid = $1",
+    )
+    .bind(&kid)
+    .bind(activate_in_secs as f64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((kid, retired))
 }
 
 impl KeyRing {
@@ -143,10 +202,19 @@ impl KeyRing {
         })
     }
 
-    /// The key id and key that sign new tokens.
-    pub fn signing(&self) -> (String, EncodingKey) {
+    /// The key id and key that sign new tokens: the newest key already active and not retired
+    /// (decided now, so a rotation takes effect at its time without a reload).
+    pub fn signing(&self) -> Option<(String, EncodingKey)> {
         let loaded = self.read();
-        (loaded.signing_kid.clone(), loaded.encoding.clone())
+        let now = chrono::Utc::now();
+        let signer = loaded
+            .signers
+            .iter()
+            .find(|s| s.activates_at <= now && s.retired_at.is_none_or(|r| r > now))
+            // Past every loaded key's retirement with no reload since: the newest still signs
+            // rather than nothing, and the next reload brings its successor.
+            .or_else(|| loaded.signers.first());
+        signer.map(|s| (s.kid.clone(), s.encoding.clone()))
     }
 
     /// The key named `kid`, reloading once if this instance has not seen it yet (at most every

@@ -13,5 +13,5 @@ pub mod revocations;
 mod tokens;
 
 pub use clients::{create_client, ClientRecord, NewClient};
-pub use keys::KeyRing;
-pub use tokens::{now_secs, Claims, Principal, Scope, TokenError, TokenService};
+pub use keys::{rotate_key, KeyRing};
+pub use tokens::{now_secs, Claims, Principal, Scope, TokenError, TokenService, LEEWAY_SECS};

@@ -280,7 +280,10 @@ impl TokenService {
             header.kid = Some(SHARED_KID.to_owned());
             jsonwebtoken::encode(&header, &claims, shared)?
         } else {
-            let (kid, key) = self.keys.signing();
+            let (kid, key) = self
+                .keys
+                .signing()
+                .ok_or(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
             header.kid = Some(kid);
             jsonwebtoken::encode(&header, &claims, &key)?
         };

@@ -506,3 +506,71 @@ async fn hs256_signs_only_when_configured_and_then_refuses_eddsa() {
         json!([])
     );
 }
+
+#[tokio::test]
+async fn a_rotated_key_keeps_verifying_its_tokens_until_its_window_closes() {
+    let app = TestApp::spawn().await;
+    let old_token = app.token("acme", "alice").await;
+    let old_kid = jsonwebtoken::decode_header(&old_token)
+        .unwrap()
+        .kid
+        .unwrap();
+    let (new_kid, retired) = chat4all_gateway::auth::rotate_key(&app.pool, 1, 3_600)
+        .await
+        .unwrap();
+    assert_eq!(retired, vec![old_kid.clone()]);
+
+    // An instance started now knows both keys: it signs with the old one until the new one's
+    // activation, then with the new one, without reloading.
+    let other = app.another_instance().await;
+    let client = other.client("acme", "alice", &[Scope::Read]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let new_token = loop {
+        let token = other.token_for(&client).await;
+        let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+        if kid == new_kid {
+            break token;
+        }
+        assert_eq!(kid, old_kid, "signed with neither key");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key never took over"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let other = app.another_instance().await;
+    for instance in [&other] {
+        for token in [&old_token, &new_token] {
+            assert_eq!(
+                instance.get_as("/v1/conversations", token).await.status,
+                StatusCode::OK
+            );
+        }
+    }
+    let jwks = other.get("/.well-known/jwks.json").await;
+    let kids: Vec<&str> = jwks.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()));
+
+    // Once the old key's window has closed, its tokens are refused.
+    sqlx::query(
+        "UPDATE signing_keys SET verify_until = now() - interval '1 second' WHERE kid = $1",
+    )
+    .bind(&old_kid)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let later = app.another_instance().await;
+    later
+        .get_as("/v1/conversations", &old_token)
+        .await
+        .problem(401, "invalid_token");
+    assert_eq!(
+        later.get_as("/v1/conversations", &new_token).await.status,
+        StatusCode::OK
+    );
+}
