@@ -594,9 +594,10 @@ async fn a_silent_client_is_closed_and_one_that_answers_pings_is_not() {
     ])
     .await;
     let bob = deployment.token("bob").await;
+    // Before connecting: the server counts the silence from the moment the socket is served.
+    let started = Instant::now();
     let mut silent = deployment.connect(0, &bob).await;
     let mut lively = deployment.connect(0, &bob).await;
-    let started = Instant::now();
     // The lively one answers every ping until the silent one is closed, and some more.
     let mut pings = 0;
     let code = loop {
