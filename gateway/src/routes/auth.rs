@@ -441,14 +441,27 @@ async fn refresh_endpoint(state: &AppState, raw: &Raw) -> Result<Response, OAuth
     refresh(state, &body.refresh_token, None).await
 }
 
-/// `POST /auth/revoke` (RFC 7009): 200 whether or not the token was known.
-async fn revoke(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
+/// The authenticated client of a revocation or introspection request, and the request, which
+/// names a `token`.
+async fn client_and_token(
+    state: &AppState,
+    raw: &Raw,
+) -> Result<(ClientRecord, TokenRequest), OAuthError> {
     let request = parse_request(raw.content_type.as_deref(), &raw.body)?;
     let client = authenticate_client(state, raw, &request).await?;
-    let token = request
-        .token
-        .as_deref()
-        .ok_or_else(|| OAuthError::bad_request("invalid_request", "token is required"))?;
+    if request.token.is_none() {
+        return Err(OAuthError::bad_request(
+            "invalid_request",
+            "token is required",
+        ));
+    }
+    Ok((client, request))
+}
+
+/// `POST /auth/revoke` (RFC 7009): 200 whether or not the token was known.
+async fn revoke(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
+    let (client, request) = client_and_token(state, raw).await?;
+    let token = request.token.as_deref().unwrap_or_default();
     if let Some(hint) = request.token_type_hint.as_deref() {
         if !matches!(hint, "access_token" | "refresh_token") {
             return Err(OAuthError::bad_request(
@@ -491,12 +504,8 @@ async fn revoke(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
 
 /// `POST /auth/introspect` (RFC 7662). Tokens of other tenants are inactive to the caller.
 async fn introspect(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
-    let request = parse_request(raw.content_type.as_deref(), &raw.body)?;
-    let client = authenticate_client(state, raw, &request).await?;
-    let token = request
-        .token
-        .as_deref()
-        .ok_or_else(|| OAuthError::bad_request("invalid_request", "token is required"))?;
+    let (client, request) = client_and_token(state, raw).await?;
+    let token = request.token.as_deref().unwrap_or_default();
     let inactive = || {
         no_store(json_response(
             StatusCode::OK,

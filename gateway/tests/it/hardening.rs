@@ -135,9 +135,8 @@ fn bodied(conversation: &str, message: &str) -> Vec<String> {
     ]
 }
 
-#[tokio::test]
-async fn oversized_nested_non_utf8_and_huge_number_bodies_are_clear_4xx() {
-    let app = TestApp::spawn().await;
+/// Alice's token, a group of hers and a message in it.
+async fn alice_with_a_message(app: &TestApp) -> (String, String, String) {
     let alice = app.token("acme", "alice").await;
     let conversation = app
         .conversation(&alice, "group", &["alice", "bob", "carol"])
@@ -146,6 +145,13 @@ async fn oversized_nested_non_utf8_and_huge_number_bodies_are_clear_4xx() {
         .as_str()
         .unwrap()
         .to_owned();
+    (alice, conversation, message)
+}
+
+#[tokio::test]
+async fn oversized_nested_non_utf8_and_huge_number_bodies_are_clear_4xx() {
+    let app = TestApp::spawn().await;
+    let (alice, conversation, message) = alice_with_a_message(&app).await;
     let before = app.total_events().await;
     let oversized = format!("{{\"name\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
     let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
@@ -263,14 +269,7 @@ fn no_body_random_or_mutated_gets_a_5xx() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (app, alice, paths, valid) = runtime.block_on(async {
         let app = TestApp::spawn().await;
-        let alice = app.token("acme", "alice").await;
-        let conversation = app
-            .conversation(&alice, "group", &["alice", "bob", "carol"])
-            .await;
-        let message = app.send(&alice, &conversation, "hi").await.body["message_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (alice, conversation, message) = alice_with_a_message(&app).await;
         let paths = bodied(&conversation, &message);
         let valid = valid_bodies(&conversation);
         (app, alice, paths, valid)
