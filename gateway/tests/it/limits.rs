@@ -169,3 +169,32 @@ async fn concurrent_requests_with_one_key_run_the_command_once() {
     }
     assert_eq!(app.count_events("ConversationCreated").await, 1);
 }
+
+#[tokio::test]
+async fn without_redis_the_limit_fails_open_and_says_so_in_a_metric() {
+    // Nothing listens on port 1: every Redis call fails at once.
+    let app = TestApp::spawn_with(&[("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let alice = app.token("acme", "alice").await;
+    let conversation = app.conversation(&alice, "private", &["alice", "bob"]).await;
+    for i in 0..3 {
+        let answer = app.send(&alice, &conversation, &format!("m{i}")).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
+        assert_eq!(answer.header("x-ratelimit-limit"), Some("60"));
+    }
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let unavailable = metrics
+        .lines()
+        .find(|l| l.starts_with("chat4all_rate_limit_unavailable_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(unavailable >= 4.0, "{unavailable}: {metrics}");
+}
