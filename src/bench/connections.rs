@@ -12,6 +12,7 @@ use chat4all_gateway::auth::{KeyRing, Scope, TokenService};
 use chat4all_platform::{Secret, Settings};
 use futures::StreamExt;
 
+use super::report::Report;
 use super::{drop_database, recreate_database, with_database, RoleProcess};
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +70,7 @@ pub(super) fn raise_file_limit(needed: usize) {
 }
 
 pub async fn run(settings: &Settings, args: ConnectionsArgs) -> anyhow::Result<()> {
+    let started_at = chrono::Utc::now();
     let (count, idle) = if args.quick {
         (1_000, 3)
     } else {
@@ -118,6 +120,9 @@ pub async fn run(settings: &Settings, args: ConnectionsArgs) -> anyhow::Result<(
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(count);
     let mut last = Instant::now();
+    // Sockets opened per second while opening them.
+    let mut opening = Vec::new();
+    let mut opened_since = 0;
     for i in 0..count {
         let url = format!("ws://{address}/ws?token={}", tokens[i / 10]);
         let (mut socket, _) = tokio_tungstenite::connect_async(url)
@@ -127,13 +132,16 @@ pub async fn run(settings: &Settings, args: ConnectionsArgs) -> anyhow::Result<(
         sockets.push(socket);
         if last.elapsed() >= Duration::from_secs(2) {
             println!("  {:>6} open  {:>8} KiB", i + 1, rss_kib(pid)?);
+            opening.push((
+                started.elapsed().as_secs_f64(),
+                (i + 1 - opened_since) as f64 / last.elapsed().as_secs_f64(),
+            ));
+            opened_since = i + 1;
             last = Instant::now();
         }
     }
-    println!(
-        "connections: {count} open in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let opened_in = started.elapsed().as_secs_f64();
+    println!("connections: {count} open in {opened_in:.1} s");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ticks_before = cpu_ticks(pid)?;
     let idle_started = Instant::now();
@@ -152,16 +160,15 @@ pub async fn run(settings: &Settings, args: ConnectionsArgs) -> anyhow::Result<(
     println!("gateway memory    {before_kib:>10} KiB before, {after_kib} KiB after");
     println!("per connection    {per_connection_kib:>10.1} KiB   (target <= 16, goal 10)");
     println!("idle CPU          {idle_cpu:>10.2} % of one core over {idle} s");
-    std::fs::create_dir_all(&args.out)?;
-    let report = serde_json::json!({
-        "scenario": "connections", "connections": count,
-        "rss_before_kib": before_kib, "rss_after_kib": after_kib,
+    // Absolute targets (memory per socket), so no limit and no ratio.
+    let mut report = Report::new("connections", started_at);
+    report.engine_per_s = count as f64 / opened_in;
+    report.details = serde_json::json!({
+        "connections": count, "rss_before_kib": before_kib, "rss_after_kib": after_kib,
         "per_connection_kib": per_connection_kib, "idle_cpu_percent": idle_cpu,
-        "started_at": chrono::Utc::now().to_rfc3339(),
-        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "target_per_connection_kib": 16, "goal_per_connection_kib": 10,
     });
-    let path = args.out.join("connections.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    println!("written {}", path.display());
+    report.throughput = opening;
+    report.write(&args.out)?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use chat4all_platform::{Secret, Settings};
 use hdrhistogram::Histogram;
 use sqlx::Connection;
 
+use super::report::Report;
 use super::{drop_database, recreate_database, with_database};
 
 use tokio::sync::Mutex;
@@ -45,6 +46,7 @@ const USERS: [&str; 3] = ["alice", "bob", "carol"];
 const TEXT: &str = "Hello! This is a benchmark message of typical chat length.";
 
 pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
+    let started_at = chrono::Utc::now();
     let seconds = if args.quick { 8 } else { args.seconds };
     let warmup = Duration::from_secs((seconds / 5).max(2));
     let base = settings.database.connect_options()?;
@@ -133,23 +135,19 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
     );
     println!("limit    {:>10.0} commits/s", limit);
     println!("ratio    {:>10.3}", ratio);
-    std::fs::create_dir_all(&args.out)?;
-    let report = serde_json::json!({
-        "scenario": "ingest",
-        "engine_per_s": engine.per_second,
-        "limit_per_s": limit,
-        "ratio": ratio,
-        "p50_ms": engine.p50_ms,
-        "p99_ms": engine.p99_ms,
-        "errors": engine.errors,
-        "connections": args.connections,
-        "seconds": seconds,
-        "started_at": chrono::Utc::now().to_rfc3339(),
-        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+    let mut report = Report::new("ingest", started_at);
+    report.engine_per_s = engine.per_second;
+    report.limit_per_s = Some(limit);
+    report.ratio = Some(ratio);
+    report.p50_ms = Some(engine.p50_ms);
+    report.p99_ms = Some(engine.p99_ms);
+    report.details = serde_json::json!({
+        "errors": engine.errors, "connections": args.connections, "seconds": seconds,
+        "limit": "pgbench: single-row INSERT of the same event row per transaction, same clients",
     });
-    let path = args.out.join("ingest.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    println!("written {}", path.display());
+    report.throughput = engine.throughput;
+    report.percentiles = engine.percentiles;
+    report.write(&args.out)?;
     Ok(())
 }
 
@@ -158,6 +156,8 @@ struct EngineResult {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    throughput: Vec<(f64, f64)>,
+    percentiles: Vec<(f64, f64)>,
 }
 
 async fn drive(
@@ -217,6 +217,7 @@ async fn drive(
         }));
     }
     let mut last = 0;
+    let mut throughput = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
     ticker.tick().await;
     while Instant::now() < until {
@@ -233,6 +234,9 @@ async fn drive(
             (now - last) as f64 / 2.0,
             errors.load(Ordering::Relaxed)
         );
+        if Instant::now() >= measure_from {
+            throughput.push((started.elapsed().as_secs_f64(), (now - last) as f64 / 2.0));
+        }
         last = now;
     }
     for w in workers {
@@ -244,6 +248,8 @@ async fn drive(
         p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
         errors: errors.load(Ordering::Relaxed),
+        throughput,
+        percentiles: super::report::hdr_percentiles(&h, 1000.0),
     })
 }
 

@@ -3,11 +3,13 @@
 
 mod connections;
 mod ingest;
+mod plots;
 mod projector;
 mod push_latency;
 mod queries;
 mod relay;
 mod replay;
+pub mod report;
 
 use chat4all_platform::Settings;
 use clap::Subcommand;
@@ -31,6 +33,70 @@ pub enum Scenario {
     Queries(queries::QueriesArgs),
     /// Rebuilding the read models from the store against a sequential read of the same events.
     Replay(replay::ReplayArgs),
+    /// Every scenario in turn, then `summary.md` over all of them.
+    All(AllArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AllArgs {
+    /// Each scenario's short run (under a minute each).
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, default_value = "bench-results")]
+    out: std::path::PathBuf,
+}
+
+/// A scenario's arguments as if given on the command line (`--quick`, `--out`).
+fn scenario_args<A: clap::Args + clap::FromArgMatches>(
+    quick: bool,
+    out: &std::path::Path,
+) -> anyhow::Result<A> {
+    let mut argv = vec![
+        "bench".to_owned(),
+        "--out".to_owned(),
+        out.display().to_string(),
+    ];
+    if quick {
+        argv.push("--quick".to_owned());
+    }
+    let matches = A::augment_args(clap::Command::new("bench")).try_get_matches_from(argv)?;
+    Ok(A::from_arg_matches(&matches)?)
+}
+
+async fn all(settings: &Settings, args: AllArgs) -> anyhow::Result<()> {
+    let (quick, out) = (args.quick, args.out.as_path());
+    let mut failed = Vec::new();
+    let scenarios = [
+        "ingest",
+        "relay",
+        "push-latency",
+        "connections",
+        "queries",
+        "projector",
+        "replay",
+    ];
+    for (i, name) in scenarios.iter().enumerate() {
+        println!("\n=== bench {name} ({} of {})", i + 1, scenarios.len());
+        let result = match *name {
+            "ingest" => ingest::run(settings, scenario_args(quick, out)?).await,
+            "relay" => relay::run(settings, scenario_args(quick, out)?).await,
+            "push-latency" => push_latency::run(settings, scenario_args(quick, out)?).await,
+            "connections" => connections::run(settings, scenario_args(quick, out)?).await,
+            "queries" => queries::run(settings, scenario_args(quick, out)?).await,
+            "projector" => projector::run(settings, scenario_args(quick, out)?).await,
+            _ => replay::run(settings, scenario_args(quick, out)?).await,
+        };
+        if let Err(e) = result {
+            println!("bench {name} failed: {e:#}");
+            failed.push(*name);
+        }
+    }
+    println!(
+        "\n{}",
+        std::fs::read_to_string(out.join("summary.md")).unwrap_or_default()
+    );
+    anyhow::ensure!(failed.is_empty(), "failed: {}", failed.join(", "));
+    Ok(())
 }
 
 pub async fn run(settings: &Settings, scenario: Scenario) -> anyhow::Result<()> {
@@ -42,6 +108,7 @@ pub async fn run(settings: &Settings, scenario: Scenario) -> anyhow::Result<()> 
         Scenario::PushLatency(args) => push_latency::run(settings, args).await,
         Scenario::Queries(args) => queries::run(settings, args).await,
         Scenario::Replay(args) => replay::run(settings, args).await,
+        Scenario::All(args) => all(settings, args).await,
     }
 }
 

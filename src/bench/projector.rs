@@ -8,6 +8,7 @@ use chat4all_platform::{KafkaSettings, Secret, Settings};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio_util::sync::CancellationToken;
 
+use super::report::Report;
 use super::{drop_database, recreate_database, with_database};
 
 #[derive(Debug, clap::Args)]
@@ -23,6 +24,7 @@ pub struct ProjectorArgs {
 }
 
 pub async fn run(settings: &Settings, args: ProjectorArgs) -> anyhow::Result<()> {
+    let started_at = chrono::Utc::now();
     let events = if args.quick { 30_000 } else { args.events };
     let base = settings.database.connect_options()?;
     let database = format!("chat4all_bench_projector_{}", std::process::id());
@@ -87,6 +89,7 @@ pub async fn run(settings: &Settings, args: ProjectorArgs) -> anyhow::Result<()>
     let started = Instant::now();
     let projecting = tokio::spawn(projector.run(stop.clone()));
     let mut last = (Instant::now(), 0);
+    let mut throughput = Vec::new();
     while projected.applied() < total {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(900),
@@ -95,11 +98,12 @@ pub async fn run(settings: &Settings, args: ProjectorArgs) -> anyhow::Result<()>
         tokio::time::sleep(Duration::from_millis(50)).await;
         if last.0.elapsed() >= Duration::from_secs(2) {
             let now = projected.applied();
+            let rate = (now - last.1) as f64 / last.0.elapsed().as_secs_f64();
             println!(
-                "  {:>5.1} s  {now:>8} of {total} applied  {:>8.0} events/s",
+                "  {:>5.1} s  {now:>8} of {total} applied  {rate:>8.0} events/s",
                 started.elapsed().as_secs_f64(),
-                (now - last.1) as f64 / last.0.elapsed().as_secs_f64()
             );
+            throughput.push((started.elapsed().as_secs_f64(), rate));
             last = (Instant::now(), now);
         }
     }
@@ -117,14 +121,15 @@ pub async fn run(settings: &Settings, args: ProjectorArgs) -> anyhow::Result<()>
     println!("engine   {engine:>10.0} events/s   ({total} events, {messages} messages projected)");
     println!("limit    {limit:>10.0} events/s");
     println!("ratio    {ratio:>10.3}");
-    std::fs::create_dir_all(&args.out)?;
-    let report = serde_json::json!({
-        "scenario": "projector", "engine_per_s": engine, "limit_per_s": limit, "ratio": ratio,
-        "events": total, "started_at": chrono::Utc::now().to_rfc3339(),
-        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+    let mut report = Report::new("projector", started_at);
+    report.engine_per_s = engine;
+    report.limit_per_s = Some(limit);
+    report.ratio = Some(ratio);
+    report.details = serde_json::json!({
+        "events": total, "messages": messages,
+        "limit": "a raw consumer of the same topic",
     });
-    let path = args.out.join("projector.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    println!("written {}", path.display());
+    report.throughput = throughput;
+    report.write(&args.out)?;
     Ok(())
 }

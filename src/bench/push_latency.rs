@@ -19,6 +19,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::report::Report;
 use super::{drop_database, recreate_database, with_database, RoleProcess};
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +65,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 pub async fn run(settings: &Settings, args: PushLatencyArgs) -> anyhow::Result<()> {
+    let started_at = chrono::Utc::now();
     let seconds = if args.quick { 10 } else { args.seconds };
     let group_size = args.group_size.max(2);
     let groups = args.subscribers.div_ceil(group_size);
@@ -193,6 +195,7 @@ pub async fn run(settings: &Settings, args: PushLatencyArgs) -> anyhow::Result<(
     let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut last = (Instant::now(), 0usize);
     let mut samples: Vec<(u64, u64)> = Vec::new();
+    let mut throughput = Vec::new();
     for i in 0..total {
         tick.tick().await;
         let g = (i as usize) % groups;
@@ -238,6 +241,10 @@ pub async fn run(settings: &Settings, args: PushLatencyArgs) -> anyhow::Result<(
                 percentile(&recent, 50.0),
                 percentile(&recent, 99.0),
             );
+            throughput.push((
+                started.elapsed().as_secs_f64(),
+                (samples.len() - last.1) as f64 / last.0.elapsed().as_secs_f64(),
+            ));
             last = (Instant::now(), samples.len());
         }
     }
@@ -281,20 +288,22 @@ pub async fn run(settings: &Settings, args: PushLatencyArgs) -> anyhow::Result<(
         redis_limit.0, redis_limit.1
     );
     println!("ratio             {ratio:>10.3}   (limit p99 / engine p99)");
-    std::fs::create_dir_all(&args.out)?;
-    let report = serde_json::json!({
-        "scenario": "push-latency", "rate": args.rate, "seconds": seconds,
-        "subscribers": subscribers, "group_size": group_size,
-        "sent": total, "failed": failed, "pushed": delivered, "expected": expected,
-        "engine_per_s": delivered as f64 / sending_took.as_secs_f64(),
-        "p50_ms": p50, "p99_ms": p99, "max_ms": max,
-        "limit_p50_ms": redis_limit.0, "limit_p99_ms": redis_limit.1, "ratio": ratio,
-        "started_at": chrono::Utc::now().to_rfc3339(),
-        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+    let mut report = Report::new("push-latency", started_at);
+    report.engine_per_s = delivered as f64 / sending_took.as_secs_f64();
+    report.ratio = Some(ratio);
+    report.p50_ms = Some(p50);
+    report.p99_ms = Some(p99);
+    report.details = serde_json::json!({
+        "rate": args.rate, "seconds": seconds, "subscribers": subscribers,
+        "group_size": group_size, "sent": total, "failed": failed, "pushed": delivered,
+        "expected": expected, "max_ms": max,
+        "limit_p50_ms": redis_limit.0, "limit_p99_ms": redis_limit.1,
+        "limit": "Redis PUBLISH to SUBSCRIBE round trip at the same rate; ratio = limit p99 / engine p99",
     });
-    let path = args.out.join("push-latency.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    println!("written {}", path.display());
+    report.throughput = throughput;
+    let counted_ms: Vec<f64> = counted.iter().map(|&us| us as f64 / 1000.0).collect();
+    report.percentiles = super::report::percentile_curve(&counted_ms);
+    report.write(&args.out)?;
     anyhow::ensure!(
         delivered == expected,
         "{} pushes never arrived",

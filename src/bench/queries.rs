@@ -11,6 +11,7 @@ use chat4all_platform::{Secret, Settings};
 use hdrhistogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
+use super::report::Report;
 use super::{drop_database, recreate_database, with_database};
 
 #[derive(Debug, clap::Args)]
@@ -26,6 +27,7 @@ pub struct QueriesArgs {
 }
 
 pub async fn run(settings: &Settings, args: QueriesArgs) -> anyhow::Result<()> {
+    let started_at = chrono::Utc::now();
     let requests = if args.quick { 500 } else { args.requests };
     let base = settings.database.connect_options()?;
     let database = format!("chat4all_bench_queries_{}", std::process::id());
@@ -57,6 +59,8 @@ pub async fn run(settings: &Settings, args: QueriesArgs) -> anyhow::Result<()> {
     let token = super::token(&http, &base_url, &pool, "alice", &[Scope::Read]).await?;
 
     let mut results = Vec::new();
+    let measured = Instant::now();
+    let mut total_requests = 0u64;
     for (name, path) in [
         (
             "list of 1,000 conversations, first page",
@@ -92,6 +96,7 @@ pub async fn run(settings: &Settings, args: QueriesArgs) -> anyhow::Result<()> {
             histogram.value_at_quantile(0.99) as f64 / 1000.0,
         );
         println!("  {name:<42} p50 {p50:>6.2} ms   p99 {p99:>6.2} ms");
+        total_requests += requests + 100;
         results.push(
             serde_json::json!({"query": name, "p50_ms": p50, "p99_ms": p99, "requests": requests}),
         );
@@ -100,15 +105,12 @@ pub async fn run(settings: &Settings, args: QueriesArgs) -> anyhow::Result<()> {
     let _ = server.await;
     pool.close().await;
     drop_database(&base, &database).await?;
-    std::fs::create_dir_all(&args.out)?;
-    let report = serde_json::json!({
-        "scenario": "queries",
-        "results": results,
-        "started_at": chrono::Utc::now().to_rfc3339(),
-        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
-    });
-    let path = args.out.join("queries.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    println!("written {}", path.display());
+    // The headline is the first query (the conversation list); every query is in the details.
+    let mut report = Report::new("queries", started_at);
+    report.p50_ms = results.first().and_then(|r| r["p50_ms"].as_f64());
+    report.p99_ms = results.first().and_then(|r| r["p99_ms"].as_f64());
+    report.engine_per_s = total_requests as f64 / measured.elapsed().as_secs_f64();
+    report.details = serde_json::json!({"results": results});
+    report.write(&args.out)?;
     Ok(())
 }

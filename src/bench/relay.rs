@@ -14,6 +14,7 @@ use chat4all_relay::{read_batch, Checkpoint, Encoded, Publisher, Relay, RelayCon
 use hdrhistogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
+use super::report::Report;
 use super::{drop_database, recreate_database, with_database};
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +38,7 @@ pub struct RelayArgs {
 const CONVERSATIONS: i64 = 1_000;
 
 pub async fn run(settings: &Settings, args: RelayArgs) -> anyhow::Result<()> {
+    let started_at = chrono::Utc::now();
     let (backlog, seconds) = if args.quick {
         (20_000, 5)
     } else {
@@ -140,22 +142,17 @@ pub async fn run(settings: &Settings, args: RelayArgs) -> anyhow::Result<()> {
         "latency  p50 {p50:.2} ms   p99 {p99:.2} ms   at {} events/s",
         args.rate
     );
-    std::fs::create_dir_all(&args.out)?;
-    let report = serde_json::json!({
-        "scenario": "relay",
-        "engine_per_s": engine,
-        "limit_per_s": limit,
-        "ratio": ratio,
-        "p50_ms": p50,
-        "p99_ms": p99,
-        "latency_rate_per_s": args.rate,
-        "backlog": backlog,
-        "started_at": chrono::Utc::now().to_rfc3339(),
-        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+    let mut report = Report::new("relay", started_at);
+    report.engine_per_s = engine;
+    report.limit_per_s = Some(limit);
+    report.ratio = Some(ratio);
+    report.p50_ms = Some(p50);
+    report.p99_ms = Some(p99);
+    report.details = serde_json::json!({
+        "backlog": backlog, "latency_rate_per_s": args.rate,
+        "limit": "raw rdkafka production of the same envelopes to the same broker",
     });
-    let path = args.out.join("relay.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    println!("written {}", path.display());
+    report.write(&args.out)?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use chat4all_platform::{Secret, Settings};
 use futures::TryStreamExt;
 
+use super::report::Report;
 use super::{drop_database, recreate_database, with_database};
 
 #[derive(Debug, clap::Args)]
@@ -22,6 +23,7 @@ pub struct ReplayArgs {
 }
 
 pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
+    let started_at = chrono::Utc::now();
     let events = if args.quick { 50_000 } else { args.events };
     let base = settings.database.connect_options()?;
     let database = format!("chat4all_bench_replay_{}", std::process::id());
@@ -79,14 +81,14 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     println!("engine   {engine:>10.0} events/s   ({applied} of {total} events)");
     println!("limit    {limit:>10.0} events/s");
     println!("ratio    {ratio:>10.3}");
-    std::fs::create_dir_all(&args.out)?;
-    let report = serde_json::json!({
-        "scenario": "replay", "engine_per_s": engine, "limit_per_s": limit, "ratio": ratio,
-        "events": total, "started_at": chrono::Utc::now().to_rfc3339(),
-        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+    let mut report = Report::new("replay", started_at);
+    report.engine_per_s = engine;
+    report.limit_per_s = Some(limit);
+    report.ratio = Some(ratio);
+    report.details = serde_json::json!({
+        "events": total, "applied": applied,
+        "limit": "a sequential read of the same events",
     });
-    let path = args.out.join("replay.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    println!("written {}", path.display());
+    report.write(&args.out)?;
     Ok(())
 }
