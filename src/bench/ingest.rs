@@ -40,6 +40,11 @@ pub struct IngestArgs {
     /// Where to write `ingest.json`.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// A running gateway to load instead of one started here (its database is `DATABASE_URL`,
+    /// where the benchmark's clients are registered; run it with the rate limit off). The limit
+    /// is measured in a scratch database on the same Postgres server.
+    #[arg(long)]
+    url: Option<String>,
 }
 
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
@@ -50,23 +55,30 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
     let seconds = if args.quick { 8 } else { args.seconds };
     let warmup = Duration::from_secs((seconds / 5).max(2));
     let base = settings.database.connect_options()?;
+    // The database the benchmark may drop at the end: its own, or a scratch one for the limit.
     let database = format!("chat4all_bench_{}", std::process::id());
     recreate_database(&base, &database).await?;
-    let mut settings = settings.clone();
     let url = with_database(settings.database.url.expose(), &database);
-    settings.database.url = Secret::new(url.clone());
-    settings.database.max_connections = settings
-        .database
-        .max_connections
-        .max(args.connections as u32);
-    settings.listen = "127.0.0.1:0".to_owned();
-    settings.rate_limit_per_minute = 0;
-    crate::cli::migrate(&settings).await?;
-
-    let app = Application::build(&settings).await?;
-    let base_url = format!("http://{}", app.local_addr());
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let mut settings = settings.clone();
+    let mut server = None;
+    let base_url = if let Some(target) = &args.url {
+        println!("ingest: loading the running gateway at {target}");
+        target.trim_end_matches('/').to_owned()
+    } else {
+        settings.database.url = Secret::new(url.clone());
+        settings.database.max_connections = settings
+            .database
+            .max_connections
+            .max(args.connections as u32);
+        settings.listen = "127.0.0.1:0".to_owned();
+        settings.rate_limit_per_minute = 0;
+        crate::cli::migrate(&settings).await?;
+        let app = Application::build(&settings).await?;
+        let base_url = format!("http://{}", app.local_addr());
+        let stop = CancellationToken::new();
+        server = Some((stop.clone(), tokio::spawn(app.run_until_stopped(stop))));
+        base_url
+    };
 
     let http = reqwest::Client::new();
     let pool = settings.database.connect().await?;
@@ -111,8 +123,10 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
         Duration::from_secs(seconds),
     )
     .await?;
-    stop.cancel();
-    let _ = server.await;
+    if let Some((stop, server)) = server {
+        stop.cancel();
+        let _ = server.await;
+    }
 
     let (payload, metadata): (serde_json::Value, serde_json::Value) = sqlx::query_as(
         "SELECT payload, metadata FROM events WHERE event_type = 'MessageSent' LIMIT 1",

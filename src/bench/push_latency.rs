@@ -38,6 +38,11 @@ pub struct PushLatencyArgs {
     /// A short run (10 s).
     #[arg(long)]
     quick: bool,
+    /// A running deployment's gateway (`http://host:port`) to send through and subscribe on,
+    /// instead of the processes started here; its database is `DATABASE_URL` (the benchmark's
+    /// tokens are signed with its keys). Run it with the rate limit off.
+    #[arg(long)]
+    url: Option<String>,
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
 }
@@ -74,32 +79,41 @@ pub async fn run(settings: &Settings, args: PushLatencyArgs) -> anyhow::Result<(
 
     let base = settings.database.connect_options()?;
     let database = format!("chat4all_bench_push_{}", std::process::id());
-    recreate_database(&base, &database).await?;
     let mut settings = settings.clone();
-    let url = with_database(settings.database.url.expose(), &database);
-    settings.database.url = Secret::new(url.clone());
-    crate::cli::migrate(&settings).await?;
-    let prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("CHAT4ALL_LISTEN", "127.0.0.1:0"),
-        ("CHAT4ALL_METRICS_LISTEN", "127.0.0.1:0"),
-        ("CHAT4ALL_TOPIC_PREFIX", prefix.as_str()),
-        ("CHAT4ALL_RATE_LIMIT_PER_MINUTE", "0"),
+    let mut processes = Vec::new();
+    let (send_at, push_at) = if let Some(target) = &args.url {
+        println!("push-latency: sending to and subscribing on the running gateway at {target}");
+        let host = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        (host.clone(), host)
+    } else {
+        recreate_database(&base, &database).await?;
+        let url = with_database(settings.database.url.expose(), &database);
+        settings.database.url = Secret::new(url.clone());
+        crate::cli::migrate(&settings).await?;
+        let prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
+        let env = [
+            ("DATABASE_URL", url.as_str()),
+            ("CHAT4ALL_LISTEN", "127.0.0.1:0"),
+            ("CHAT4ALL_METRICS_LISTEN", "127.0.0.1:0"),
+            ("CHAT4ALL_TOPIC_PREFIX", prefix.as_str()),
+            ("CHAT4ALL_RATE_LIMIT_PER_MINUTE", "0"),
+            (
+                "KAFKA_BOOTSTRAP_SERVERS",
+                settings.kafka.bootstrap_servers.as_str(),
+            ),
+            ("REDIS_URL", settings.redis.url.expose()),
+        ];
+        for role in ["relay", "project", "gateway", "gateway"] {
+            processes.push(RoleProcess::start(role, &env).await?);
+        }
         (
-            "KAFKA_BOOTSTRAP_SERVERS",
-            settings.kafka.bootstrap_servers.as_str(),
-        ),
-        ("REDIS_URL", settings.redis.url.expose()),
-    ];
-    let relay = RoleProcess::start("relay", &env).await?;
-    let projector = RoleProcess::start("project", &env).await?;
-    let sending = RoleProcess::start("gateway", &env).await?;
-    let pushing = RoleProcess::start("gateway", &env).await?;
-    let (send_at, push_at) = (
-        sending.address.clone().context("no address")?,
-        pushing.address.clone().context("no address")?,
-    );
+            processes[2].address.clone().context("no address")?,
+            processes[3].address.clone().context("no address")?,
+        )
+    };
 
     let pool = settings.database.connect().await?;
     let issuer = TokenService::new(
@@ -271,9 +285,11 @@ pub async fn run(settings: &Settings, args: PushLatencyArgs) -> anyhow::Result<(
     for reader in readers {
         reader.abort();
     }
-    drop((relay, projector, sending, pushing));
+    drop(processes);
     pool.close().await;
-    drop_database(&base, &database).await?;
+    if args.url.is_none() {
+        drop_database(&base, &database).await?;
+    }
 
     let (p50, p99) = (percentile(&counted, 50.0), percentile(&counted, 99.0));
     let max = percentile(&counted, 100.0);
