@@ -89,22 +89,9 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
         tokens.push(token);
     }
     let mut conversations = Vec::new();
+    let members = USERS.map(str::to_owned);
     for _ in 0..args.conversations.max(1) {
-        let answer: serde_json::Value = http
-            .post(format!("{base_url}/v1/conversations"))
-            .bearer_auth(&tokens[0])
-            .json(&serde_json::json!({"type": "group", "members": USERS}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        conversations.push(
-            answer["conversation_id"]
-                .as_str()
-                .context("no id")?
-                .to_owned(),
-        );
+        conversations.push(super::create_group(&http, &base_url, &tokens[0], &members).await?);
     }
 
     println!(

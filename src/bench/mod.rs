@@ -186,6 +186,29 @@ pub async fn token(
         .to_owned())
 }
 
+/// Creates a group of `members` through the API at `base_url`; returns its id.
+pub async fn create_group(
+    http: &reqwest::Client,
+    base_url: &str,
+    token: &str,
+    members: &[String],
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let created: serde_json::Value = http
+        .post(format!("{base_url}/v1/conversations"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"type": "group", "name": "bench", "members": members}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(created["conversation_id"]
+        .as_str()
+        .context("the answer has no conversation_id")?
+        .to_owned())
+}
+
 /// A role of this binary running as a process of its own, killed when dropped.
 pub struct RoleProcess {
     pub child: tokio::process::Child,

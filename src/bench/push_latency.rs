@@ -143,22 +143,14 @@ pub async fn run(settings: &Settings, args: PushLatencyArgs) -> anyhow::Result<(
         let members: Vec<String> = (0..group_size)
             .map(|m| format!("user{}", g * group_size + m))
             .collect();
-        let created: serde_json::Value = http
-            .post(format!("http://{send_at}/v1/conversations"))
-            .bearer_auth(&tokens[g * group_size])
-            .json(
-                &serde_json::json!({"type": "group", "name": format!("g{g}"), "members": members}),
-            )
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
         conversations.push(
-            created["conversation_id"]
-                .as_str()
-                .context("no conversation_id")?
-                .to_owned(),
+            super::create_group(
+                &http,
+                &format!("http://{send_at}"),
+                &tokens[g * group_size],
+                &members,
+            )
+            .await?,
         );
     }
 
