@@ -15,10 +15,72 @@ use std::time::Duration;
 use futures::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-/// A published frame as received: shared by every socket it goes to.
-pub type Payload = Arc<str>;
+/// A channel name, shared by every socket a frame goes to.
+pub type Channel = Arc<str>;
+
+/// A published frame, parsed once on arrival and shared by every local socket it goes to: the
+/// routing facts each socket checks, and the frame as clients get it, ready to send.
+#[derive(Debug)]
+pub struct Published {
+    pub kind: String,
+    pub tenant: Option<String>,
+    pub conversation: Option<uuid::Uuid>,
+    /// The user the event is about (`user_id`).
+    pub user: Option<String>,
+    pub seq: Option<i64>,
+    pub created_at: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// The revoked token of an internal revocation frame.
+    pub jti: Option<String>,
+    /// `{"type", "timestamp", "data"}` with `tenant_id` left out (user ids are only unique
+    /// within a tenant, and the tenant is the client's own).
+    pub frame: Utf8Bytes,
+}
+
+impl Published {
+    /// `None` for a payload that is not a JSON frame.
+    pub fn parse(payload: &str) -> Option<Self> {
+        let mut value: serde_json::Value = serde_json::from_str(payload).ok()?;
+        let kind = value.get("type")?.as_str()?.to_owned();
+        let mut data = value
+            .get_mut("data")
+            .map(serde_json::Value::take)
+            .unwrap_or_default();
+        let text = |data: &serde_json::Value, key: &str| {
+            data.get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let tenant = data
+            .as_object_mut()
+            .and_then(|o| o.remove("tenant_id"))
+            .and_then(|t| t.as_str().map(str::to_owned));
+        let published = Self {
+            conversation: data
+                .get("conversation_id")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|c| uuid::Uuid::parse_str(c).ok()),
+            user: text(&data, "user_id"),
+            seq: data.get("seq").and_then(serde_json::Value::as_i64),
+            created_at: text(&data, "created_at")
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()),
+            jti: text(&data, "jti"),
+            frame: Utf8Bytes::from(
+                serde_json::json!({
+                    "type": kind,
+                    "timestamp": value.get("timestamp"),
+                    "data": data,
+                })
+                .to_string(),
+            ),
+            kind,
+            tenant,
+        };
+        Some(published)
+    }
+}
 
 const RECONNECT: Duration = Duration::from_millis(500);
 /// How long a subscription may take before the socket goes on without the acknowledgement (it
@@ -29,7 +91,7 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Subscriber {
     pub id: u64,
-    pub queue: mpsc::Sender<(Payload, Payload)>,
+    pub queue: mpsc::Sender<(Channel, Arc<Published>)>,
     pub slow: CancellationToken,
 }
 
@@ -145,11 +207,15 @@ impl Registry {
         gone
     }
 
-    fn dispatch(&mut self, channel: &str, payload: &Payload) {
+    fn dispatch(&mut self, channel: &str, payload: &str) {
         let Some(listeners) = self.channels.get_mut(channel) else {
             return;
         };
-        let channel = Payload::from(channel);
+        let Some(payload) = Published::parse(payload).map(Arc::new) else {
+            tracing::debug!(channel, "push: ignored a payload that is not a frame");
+            return;
+        };
+        let channel = Channel::from(channel);
         listeners.retain(|_, subscriber| {
             match subscriber
                 .queue
@@ -237,7 +303,7 @@ async fn run(
                 };
                 let channel = message.get_channel_name().to_owned();
                 let Ok(payload) = message.get_payload::<String>() else { continue };
-                registry.dispatch(&channel, &Payload::from(payload));
+                registry.dispatch(&channel, &payload);
             }
             command = commands.recv() => {
                 let Some(command) = command else { return };
@@ -272,5 +338,34 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Published;
+
+    #[test]
+    fn a_frame_is_parsed_once_into_its_routing_facts_and_the_tenant_is_left_out() {
+        let published = Published::parse(
+            r#"{"type":"message.created","timestamp":"2026-11-29T10:00:00.000Z","data":{
+                "tenant_id":"acme","conversation_id":"01a22729-9c33-74a5-a327-f4f1b3121518",
+                "seq":7,"user_id":"bob","created_at":"2026-11-29T10:00:00.000Z","text":"hi"}}"#,
+        )
+        .unwrap();
+        assert_eq!(published.kind, "message.created");
+        assert_eq!(published.tenant.as_deref(), Some("acme"));
+        assert_eq!(published.seq, Some(7));
+        assert_eq!(published.user.as_deref(), Some("bob"));
+        assert!(published.conversation.is_some() && published.created_at.is_some());
+        let frame: serde_json::Value = serde_json::from_str(published.frame.as_str()).unwrap();
+        assert_eq!(frame["type"], "message.created");
+        assert_eq!(frame["timestamp"], "2026-11-29T10:00:00.000Z");
+        assert_eq!(frame["data"]["text"], "hi");
+        assert!(frame["data"].get("tenant_id").is_none());
+
+        assert!(Published::parse("not json").is_none());
+        assert!(Published::parse(r#"{"data": {}}"#).is_none());
+        assert!(Published::parse("[1]").is_none());
     }
 }

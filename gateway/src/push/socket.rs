@@ -17,13 +17,13 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warp::hyper::upgrade::Upgraded;
 
-use super::hub::{Payload, Subscriber};
+use super::hub::{Channel, Published, Subscriber};
 use super::{Push, CLOSE_MALFORMED, CLOSE_RATE, CLOSE_UNAUTHORIZED};
 use crate::auth::Principal;
 
@@ -53,12 +53,6 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
         code: CloseCode::from(code),
         reason: reason.into(),
     }))
-}
-
-/// A published frame as the client gets it (after `data` was filtered).
-fn reframed(kind: &str, published: &Value) -> String {
-    json!({"type": kind, "timestamp": published["timestamp"], "data": published["data"]})
-        .to_string()
 }
 
 /// Why a connection ends, and the close frame it gets.
@@ -114,7 +108,7 @@ impl FrameBudget {
 pub async fn serve(socket: Socket, principal: Principal, id: u64, push: Arc<Push>) {
     let (sink, mut stream) = socket.split();
     let (queue, mut incoming) =
-        mpsc::channel::<(Payload, Payload)>(push.config.send_queue_frames.max(1));
+        mpsc::channel::<(Channel, Arc<Published>)>(push.config.send_queue_frames.max(1));
     let slow = CancellationToken::new();
     let subscriber = Subscriber {
         id,
@@ -166,8 +160,13 @@ impl Connection {
     }
 
     async fn send(&mut self, text: String) -> Result<(), Close> {
+        self.send_frame(Utf8Bytes::from(text)).await
+    }
+
+    /// Sends a frame as it is (published frames are shared by every socket they go to).
+    async fn send_frame(&mut self, frame: Utf8Bytes) -> Result<(), Close> {
         let timeout = Duration::from_secs(self.push.config.send_timeout_secs.max(1));
-        match tokio::time::timeout(timeout, self.sink.send(Message::text(text))).await {
+        match tokio::time::timeout(timeout, self.sink.send(Message::Text(frame))).await {
             Ok(Ok(())) => {
                 metrics::counter!("chat4all_ws_frames_sent_total").increment(1);
                 Ok(())
@@ -203,7 +202,7 @@ impl Connection {
     async fn run(
         &mut self,
         stream: &mut futures::stream::SplitStream<Socket>,
-        incoming: &mut mpsc::Receiver<(Payload, Payload)>,
+        incoming: &mut mpsc::Receiver<(Channel, Arc<Published>)>,
         slow: &CancellationToken,
     ) -> Option<Close> {
         // The user's own channel first, then the read models: a conversation joined in between
@@ -419,27 +418,16 @@ impl Connection {
         }
     }
 
-    async fn on_published(&mut self, channel: &str, payload: &str) -> Result<(), Close> {
-        let Ok(mut published) = serde_json::from_str::<Value>(payload) else {
-            return Ok(());
-        };
-        let kind = published["type"].as_str().unwrap_or_default().to_owned();
-        let data = &mut published["data"];
+    async fn on_published(&mut self, channel: &str, published: &Published) -> Result<(), Close> {
         // Channels are per conversation and per user id; a user id is only unique in its tenant.
-        if data["tenant_id"].as_str() != Some(self.tenant()) {
+        if published.tenant.as_deref() != Some(self.tenant()) {
             return Ok(());
         }
-        if let Some(object) = data.as_object_mut() {
-            object.remove("tenant_id");
-        }
-        let conversation = data["conversation_id"]
-            .as_str()
-            .and_then(|c| Uuid::parse_str(c).ok());
-        let about_me = data["user_id"].as_str() == Some(self.user());
+        let about_me = published.user.as_deref() == Some(self.user());
         let on_user_channel = channel == self.user_channel;
-        match (kind.as_str(), conversation) {
+        match (published.kind.as_str(), published.conversation) {
             ("message.created", Some(conversation)) => {
-                let Some(seq) = data["seq"].as_i64() else {
+                let Some(seq) = published.seq else {
                     return Ok(());
                 };
                 if let Some(&last) = self.last_seq.get(&conversation) {
@@ -453,10 +441,7 @@ impl Connection {
                     }
                 }
                 self.last_seq.insert(conversation, seq);
-                if let Some(created) = data["created_at"]
-                    .as_str()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                {
+                if let Some(created) = published.created_at {
                     let age = chrono::Utc::now().signed_duration_since(created);
                     if let Ok(age) = age.to_std() {
                         metrics::histogram!("chat4all_push_latency_seconds")
@@ -471,11 +456,11 @@ impl Connection {
                     if self.conversations.insert(conversation) {
                         self.subscribe(vec![format!("conversation:{conversation}")])
                             .await;
-                        if kind == "conversation.created" {
+                        if published.kind == "conversation.created" {
                             // Its first messages may have been published before this socket
                             // listened: the client gets them from the read models, after the
                             // creation itself.
-                            self.send(reframed(&kind, &published)).await?;
+                            self.send_frame(published.frame.clone()).await?;
                             self.last_seq.insert(conversation, 0);
                             self.fill(conversation, 0, None).await?;
                             return Ok(());
@@ -498,14 +483,14 @@ impl Connection {
             ("typing", _) if about_me => return Ok(()),
             (crate::auth::revocations::REVOKED_FRAME, _) => {
                 // Internal: never forwarded. Only this socket's own token matters.
-                if data["jti"].as_str() == Some(self.principal.jti.as_str()) {
+                if published.jti.as_deref() == Some(self.principal.jti.as_str()) {
                     return Err(Close(CLOSE_UNAUTHORIZED, "token revoked"));
                 }
                 return Ok(());
             }
             _ => {}
         }
-        self.send(reframed(&kind, &published)).await
+        self.send_frame(published.frame.clone()).await
     }
 }
 
