@@ -50,8 +50,20 @@ end
 return {count, redis.call('PTTL', KEYS[1])}
 ";
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default()
+}
+
+/// A Redis call that may take at most `timeout`; not answering in time is an error like any
+/// other, since every caller fails open (or falls back) either way.
+pub(crate) async fn bounded<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
 }
 
 fn unavailable(what: &str, error: &dyn std::fmt::Display) {
@@ -125,13 +137,13 @@ impl RateLimiter {
             .arg(WINDOW_MS)
             .arg(self.per_minute)
             .arg(format!("{now}-{}", uuid::Uuid::new_v4().simple()));
-        let answer = tokio::time::timeout(
+        let answer = bounded(
             REDIS_TIMEOUT,
             invocation.invoke_async::<(i64, i64, i64)>(&mut redis),
         )
         .await;
         match answer {
-            Ok(Ok((admitted, count, reset_ms))) => {
+            Ok((admitted, count, reset_ms)) => {
                 let count = u32::try_from(count).unwrap_or(u32::MAX);
                 Some(Standing {
                     limit: self.per_minute,
@@ -139,10 +151,6 @@ impl RateLimiter {
                     reset_secs: u64::try_from(reset_ms).unwrap_or(0).div_ceil(1000),
                     admitted: admitted == 1,
                 })
-            }
-            Ok(Err(e)) => {
-                unavailable("rate limit", &e);
-                Some(open)
             }
             Err(e) => {
                 unavailable("rate limit", &e);
@@ -199,22 +207,13 @@ impl AuthThrottle {
         invocation
             .arg(if count { "1" } else { "0" })
             .arg(u64::try_from(THROTTLE_WINDOW.as_millis()).unwrap_or(u64::MAX));
-        match tokio::time::timeout(
+        bounded(
             REDIS_TIMEOUT,
             invocation.invoke_async::<(i64, i64)>(&mut redis),
         )
         .await
-        {
-            Ok(Ok(answer)) => Some(answer),
-            Ok(Err(e)) => {
-                unavailable("client authentication throttle", &e);
-                None
-            }
-            Err(e) => {
-                unavailable("client authentication throttle", &e);
-                None
-            }
-        }
+        .map_err(|e| unavailable("client authentication throttle", &e))
+        .ok()
     }
 
     /// Seconds to wait when attempts for this client or from this address are throttled.

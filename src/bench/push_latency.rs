@@ -60,13 +60,9 @@ fn sent_at(frame: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-/// Latencies in microseconds, sorted.
+/// The `p`th percentile in ms of latencies in microseconds, sorted.
 fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+    super::report::at(sorted, p).map_or(f64::NAN, |us| us as f64 / 1000.0)
 }
 
 pub async fn run(settings: &Settings, args: PushLatencyArgs) -> anyhow::Result<()> {

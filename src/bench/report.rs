@@ -209,16 +209,19 @@ fn cpu_model() -> String {
         .unwrap_or_default()
 }
 
+/// The percentiles the latency plots show.
+const PLOTTED: [f64; 7] = [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0];
+
 /// Percentiles worth plotting, from a sorted sample.
 pub fn percentile_curve(sorted_ms: &[f64]) -> Vec<(f64, f64)> {
-    [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0]
+    PLOTTED
         .iter()
         .filter_map(|&p| at(sorted_ms, p).map(|v| (p, v)))
         .collect()
 }
 
 /// The `p`th percentile of a sorted sample.
-pub fn at(sorted: &[f64], p: f64) -> Option<f64> {
+pub fn at<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
@@ -231,7 +234,7 @@ pub fn hdr_percentiles(histogram: &hdrhistogram::Histogram<u64>, per_ms: f64) ->
     if histogram.is_empty() {
         return Vec::new();
     }
-    [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0]
+    PLOTTED
         .iter()
         .map(|&p| (p, histogram.value_at_quantile(p / 100.0) as f64 / per_ms))
         .collect()

@@ -43,24 +43,16 @@ impl Revocations {
             return false;
         };
         let mut redis = redis.clone();
-        let answer = tokio::time::timeout(
+        let answer = crate::limits::bounded(
             REDIS_TIMEOUT,
             redis::cmd("EXISTS")
                 .arg(self.key(jti))
                 .query_async::<i64>(&mut redis),
         )
         .await;
-        match answer {
-            Ok(Ok(found)) => found > 0,
-            Ok(Err(e)) => {
-                unavailable(&e);
-                false
-            }
-            Err(e) => {
-                unavailable(&e);
-                false
-            }
-        }
+        answer
+            .map_err(|e| unavailable(&e))
+            .is_ok_and(|found| found > 0)
     }
 
     /// Revokes the token `jti` of `user` (in `tenant`), which expires at `exp` (Unix seconds).

@@ -17,6 +17,8 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::{bounded, now_ms};
+
 /// How long a lease outlives its last renewal.
 pub const LEASE: Duration = Duration::from_secs(60);
 const RENEW_EVERY: Duration = Duration::from_secs(20);
@@ -50,10 +52,6 @@ pub struct Leases {
     script: redis::Script,
     /// The live leases of this instance: socket id to its user's key.
     held: Mutex<HashMap<u64, String>>,
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default()
 }
 
 impl Leases {
@@ -91,23 +89,18 @@ impl Leases {
             .arg(until)
             .arg(limit)
             .arg(self.member(socket));
-        let answer =
-            tokio::time::timeout(ADMIT_TIMEOUT, invocation.invoke_async::<i64>(&mut redis)).await;
+        let answer = bounded(ADMIT_TIMEOUT, invocation.invoke_async::<i64>(&mut redis)).await;
         match answer {
-            Ok(Ok(1)) => {
+            Ok(1) => {
                 self.held
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(socket, key);
                 Admission::Admitted
             }
-            Ok(Ok(_)) => Admission::Refused,
-            Ok(Err(e)) => {
+            Ok(_) => Admission::Refused,
+            Err(e) => {
                 tracing::warn!("push: the per-user limit could not be checked in Redis: {e}");
-                Admission::Unknown
-            }
-            Err(_) => {
-                tracing::warn!("push: the per-user limit check timed out in Redis");
                 Admission::Unknown
             }
         }
