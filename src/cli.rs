@@ -7,6 +7,7 @@ use chat4all_domain::{TenantId, UserId};
 use chat4all_gateway::auth::{create_client, Scope};
 
 use crate::roles;
+use chat4all_platform::health::Dependency;
 use chat4all_platform::{shutdown_on_signals, Settings};
 use clap::{Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
@@ -127,14 +128,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Relay { action: None } => {
             let stop = shutdown_on_signals();
-            let metrics = metrics_listener(&settings, &stop);
+            let metrics =
+                metrics_listener(&settings, &[Dependency::Postgres, Dependency::Kafka], &stop);
             roles::relay(&settings)?.run(stop).await;
             metrics.await??;
             Ok(())
         }
         Command::Project => {
             let stop = shutdown_on_signals();
-            let metrics = metrics_listener(&settings, &stop);
+            // Redis too: without it the read models are built but nothing is pushed.
+            let uses = &[Dependency::Postgres, Dependency::Kafka, Dependency::Redis];
+            let metrics = metrics_listener(&settings, uses, &stop);
             roles::projector(&settings).await?.run(stop).await;
             metrics.await??;
             Ok(())
@@ -200,10 +204,11 @@ async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
 
 fn metrics_listener(
     settings: &Settings,
+    uses: &'static [Dependency],
     stop: &tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    let (listen, stop) = (settings.metrics_listen.clone(), stop.clone());
-    tokio::spawn(async move { roles::metrics_listener(&listen, stop).await })
+    let (settings, stop) = (settings.clone(), stop.clone());
+    tokio::spawn(async move { roles::metrics_listener(&settings, uses, stop).await })
 }
 
 /// Every role in one process; when one fails, the others are stopped too.

@@ -9,7 +9,6 @@ pub mod auth;
 mod body;
 mod error;
 mod filters;
-mod health;
 mod idempotency;
 mod limits;
 mod metrics;
@@ -22,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat4all_commands::{CommandService, Limits};
+use chat4all_platform::health::{Dependency, Readiness};
 use chat4all_platform::Settings;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 pub use error::GatewayError;
 
 use crate::auth::{KeyRing, TokenService};
-use crate::health::Readiness;
 
 /// How often every instance re-reads the signing keys, so rotations and expiries reach all.
 pub const KEY_REFRESH: Duration = Duration::from_secs(60);
@@ -73,7 +72,11 @@ impl Application {
                 max_group_members: settings.max_group_members,
             },
         );
-        let readiness = Readiness::new(pool.clone(), settings);
+        let readiness = Readiness::new(
+            pool.clone(),
+            settings,
+            &[Dependency::Postgres, Dependency::Redis, Dependency::Kafka],
+        );
         let listener = bind(&settings.listen).await?;
         let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
             addr: settings.listen.clone(),

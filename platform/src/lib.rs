@@ -1,9 +1,12 @@
-//! What every Chat4All role shares: typed settings, telemetry, and shutdown.
+//! What every Chat4All role shares: typed settings, Kafka clients and topics, readiness,
+//! telemetry, and shutdown.
 //!
 //! Settings own their conversions (`DatabaseSettings::pool`, `KafkaSettings::client_config`,
 //! `RedisSettings::client`): nothing else assembles connection strings.
 #![forbid(unsafe_code)]
 
+pub mod health;
+pub mod kafka;
 pub mod metrics;
 mod secret;
 mod settings;

@@ -7,10 +7,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::ClientConfig;
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
@@ -93,6 +89,15 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// Replicas of topics the engine creates (3 in production, 1 on a single local broker).
     pub replication_factor: i32,
+    /// `min.insync.replicas` of topics the engine creates: how many replicas must have a record
+    /// before the broker acknowledges it to the relay (2 with 3 replicas, so that losing one
+    /// broker neither loses an acknowledged event nor stops publishing).
+    pub min_insync_replicas: i32,
+    /// `group.instance.id` of this process's consumers (static membership), unique per process
+    /// and stable across its restarts; unset, a crashed member's partitions move after the
+    /// session timeout (6 s).
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +149,7 @@ url = "redis://127.0.0.1:6379"
 bootstrap_servers = "127.0.0.1:9092"
 partitions = 16
 replication_factor = 1
+min_insync_replicas = 1
 
 [relay]
 batch_size = 2000
@@ -271,47 +277,6 @@ impl RedisSettings {
     /// When the URL does not parse.
     pub fn client(&self) -> redis::RedisResult<redis::Client> {
         redis::Client::open(self.url.expose().as_str())
-    }
-}
-
-impl KafkaSettings {
-    /// The topic every event is published to.
-    pub fn events_topic(prefix: &str) -> String {
-        format!("{prefix}.events.v1")
-    }
-
-    /// Creates `topic` with the configured partitions and replicas if it does not exist yet.
-    ///
-    /// # Errors
-    /// The broker refused or could not be reached.
-    pub async fn ensure_topic(&self, topic: &str) -> Result<(), KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
-        let new_topic = NewTopic::new(
-            topic,
-            self.partitions,
-            TopicReplication::Fixed(self.replication_factor),
-        );
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in admin.create_topics([&new_topic], &options).await? {
-            match result {
-                Ok(_) => tracing::info!(topic, partitions = self.partitions, "created topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
-                    tracing::error!(topic = %name, "creating the topic failed: {code}");
-                    return Err(KafkaError::AdminOp(code));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The settings every Kafka client of the engine starts from.
-    pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.bootstrap_servers)
-            .set("client.id", "chat4all");
-        config
     }
 }
 

@@ -294,21 +294,10 @@ impl Projector {
         Ok(self
             .config
             .kafka
-            .client_config()
-            .set("group.id", &self.config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("topic.metadata.refresh.interval.ms", "10000")
-            // A projector that dies hands its partitions over after this long, not the default 45 s.
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "2000")
-            // How long a rebalance waits for every member to rejoin; a member that died just
-            // before one must not hold the whole group for the default five minutes.
-            .set("max.poll.interval.ms", "30000")
+            .consumer_config(&self.config.group_id)
             // A fetch returns as soon as records exist on brokers that long-poll; one that does
-            // not (tansu) holds every fetch for this long, and it is the floor of push latency.
+            // not holds every fetch for this long, and it is the floor of push latency.
             .set("fetch.wait.max.ms", "10")
-            .set("log_level", "3")
             .create_with_context(AssignmentContext::default())?)
     }
 
@@ -319,6 +308,7 @@ impl Projector {
             // partitions until the next metadata refresh, minutes later.
             let ready = self.config.kafka.ensure_topic(&self.config.topic).await;
             match ready
+                .map(|_| ())
                 .map_err(ProjectionError::from)
                 .and_then(|()| self.consumer())
                 .and_then(|c| {

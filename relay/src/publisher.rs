@@ -93,7 +93,6 @@ impl Publisher {
             // expired record followed by a delivered later one would put an aggregate's events
             // out of order. The relay bounds the wait itself and then purges everything.
             .set("message.timeout.ms", "0")
-            .set("log_level", "3")
             .create()?;
         Ok(Self {
             producer,
@@ -104,14 +103,6 @@ impl Publisher {
 
     pub fn topic(&self) -> &str {
         &self.topic
-    }
-
-    /// Creates the topic with `partitions` if it does not exist yet.
-    ///
-    /// # Errors
-    /// The broker refused or could not be reached.
-    pub async fn ensure_topic(settings: &KafkaSettings, topic: &str) -> Result<(), KafkaError> {
-        settings.ensure_topic(topic).await
     }
 
     /// Sends `events` in order and waits until the broker acknowledged every one.

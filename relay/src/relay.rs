@@ -259,7 +259,7 @@ impl Relay {
     ) -> Result<(), RelayError> {
         let mut backoff = Backoff::new();
         // The broker may be down when leadership starts: keep trying, never skip.
-        while let Err(e) = Publisher::ensure_topic(&self.config.kafka, &self.config.topic).await {
+        while let Err(e) = self.config.kafka.ensure_topic(&self.config.topic).await {
             self.status.error("broker");
             tracing::warn!(topic = %self.config.topic, "cannot create the topic yet: {e}");
             let wait = backoff.wait();

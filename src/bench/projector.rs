@@ -66,10 +66,7 @@ pub async fn run(settings: &Settings, args: ProjectorArgs) -> anyhow::Result<()>
     // Limit: a consumer of its own reading the whole topic, doing nothing with the records.
     let consumer: StreamConsumer = settings
         .kafka
-        .client_config()
-        .set("group.id", format!("{prefix}-raw"))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
+        .consumer_config(&format!("{prefix}-raw"))
         .create()?;
     consumer.subscribe(&[&topic])?;
     let started = Instant::now();

@@ -65,7 +65,10 @@ pub async fn run(settings: &Settings, args: RelayArgs) -> anyhow::Result<()> {
     let status = relay.status();
     let stop = CancellationToken::new();
     let task = tokio::spawn(relay.run(stop.clone()));
-    Publisher::ensure_topic(&settings.kafka, &KafkaSettings::events_topic(&prefix)).await?;
+    settings
+        .kafka
+        .ensure_topic(&KafkaSettings::events_topic(&prefix))
+        .await?;
     sqlx::query(include_str!("one_event.sql"))
         .bind(uuid::Uuid::new_v4().to_string())
         .execute(&pool)
@@ -114,7 +117,7 @@ pub async fn run(settings: &Settings, args: RelayArgs) -> anyhow::Result<()> {
         records.extend(batch.iter().map(Encoded::of));
     }
     let raw_topic = format!("{prefix}.raw.v1");
-    Publisher::ensure_topic(&settings.kafka, &raw_topic).await?;
+    settings.kafka.ensure_topic(&raw_topic).await?;
     let publisher = Publisher::new(&settings.kafka, raw_topic, Duration::from_secs(30))?;
     // Warmed up like the relay was: connected, topic metadata known, before the clock starts.
     let (warm_up, rest) = records.split_at(1.min(records.len()));

@@ -132,6 +132,8 @@ impl TestApp {
                 .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
             partitions: 4,
             replication_factor: 1,
+            min_insync_replicas: 1,
+            group_instance_id: None,
         };
         let topic = chat4all_platform::KafkaSettings::events_topic(&prefix);
         let options: sqlx::postgres::PgConnectOptions = app.database_url.parse().unwrap();

@@ -25,6 +25,8 @@ pub fn kafka() -> KafkaSettings {
             .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
         partitions: 4,
         replication_factor: 1,
+        min_insync_replicas: 1,
+        group_instance_id: None,
     }
 }
 

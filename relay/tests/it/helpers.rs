@@ -18,6 +18,8 @@ pub fn kafka(bootstrap: &str) -> KafkaSettings {
         bootstrap_servers: bootstrap.to_owned(),
         partitions: PARTITIONS,
         replication_factor: 1,
+        min_insync_replicas: 1,
+        group_instance_id: None,
     }
 }
 
