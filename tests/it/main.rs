@@ -2,7 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bench;
+mod broker;
 mod cli;
+mod cluster;
+mod crash;
 mod outage;
 mod process;
 mod projector;

@@ -1,9 +1,7 @@
 //! A broker outage does not touch the API, and the relay catches up without losing anything.
 //!
-//! This test runs its own broker (tansu, in memory), so that stopping it disturbs no other test.
+//! This test runs its own broker, so that stopping it disturbs no other test.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,58 +15,9 @@ use chat4all_relay::{Relay, RelayConfig};
 use sqlx::ConnectOptions;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Broker;
+
 const OUTAGE: Duration = Duration::from_secs(30);
-
-struct Broker {
-    child: Child,
-    address: String,
-}
-
-impl Broker {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let binary = std::env::var("HOME")
-            .map(|h| format!("{h}/.cargo/bin/tansu"))
-            .unwrap();
-        let child = Command::new(&binary)
-            .arg("broker")
-            .env("LISTENER_URL", format!("tcp://{address}"))
-            .env("ADVERTISED_LISTENER_URL", format!("tcp://{address}"))
-            .env("STORAGE_ENGINE", "memory://tansu/")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {binary} (ops/dev/up installs it): {e}"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(Instant::now() < deadline, "the test broker did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, address }
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn percentile(latencies: &mut [Duration], p: f64) -> Duration {
     latencies.sort_unstable();
