@@ -303,6 +303,34 @@ mod tests {
         );
         assert_eq!(s.redis.url.expose(), "redis://127.0.0.1:6379");
         assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(
+            (s.kafka.replication_factor, s.kafka.min_insync_replicas),
+            (1, 1),
+            "one local broker"
+        );
+        assert_eq!(s.kafka.group_instance_id, None);
+    }
+
+    #[test]
+    fn the_topic_layout_and_static_membership_are_settings() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT4ALL_KAFKA__PARTITIONS", "100"),
+                ("CHAT4ALL_KAFKA__REPLICATION_FACTOR", "3"),
+                ("CHAT4ALL_KAFKA__MIN_INSYNC_REPLICAS", "2"),
+                ("CHAT4ALL_KAFKA__GROUP_INSTANCE_ID", "projector-0"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.kafka.partitions, 100);
+        assert_eq!(s.kafka.replication_factor, 3);
+        assert_eq!(s.kafka.min_insync_replicas, 2);
+        assert_eq!(s.kafka.group_instance_id.as_deref(), Some("projector-0"));
+        let consumer = s.kafka.consumer_config("g");
+        assert_eq!(consumer.get("group.instance.id"), Some("projector-0"));
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
     }
 
     #[test]

@@ -47,6 +47,34 @@ fn layout(bootstrap: &str, topic: &str) -> Vec<(i32, usize)> {
         .collect()
 }
 
+/// The longest stretch without a change of a growing count.
+struct Progress {
+    last: i64,
+    since: Instant,
+    longest: Duration,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            last: 0,
+            since: Instant::now(),
+            longest: Duration::ZERO,
+        }
+    }
+}
+
+impl Progress {
+    fn observe(&mut self, now: i64) {
+        if now != self.last {
+            if self.last > 0 {
+                self.longest = self.longest.max(self.since.elapsed());
+            }
+            (self.last, self.since) = (now, Instant::now());
+        }
+    }
+}
+
 #[tokio::test]
 async fn killing_a_partition_leader_loses_and_doubles_nothing() {
     let cluster = Cluster::start();
@@ -73,6 +101,7 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
             delivery_timeout: Duration::from_secs(30),
         },
     );
+    let relay_status = relay.status();
     let relaying = tokio::spawn(relay.run(stop.clone()));
     let projector = Projector::new(
         pool.clone(),
@@ -130,24 +159,19 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
             }
         })
     };
-    // The longest time the read models went without progress while traffic flowed.
+    // The longest time the relay and the read models each went without progress while traffic
+    // flowed, from their first progress on (creating the topic is no pause).
     let sampler = {
-        let pool = pool.clone();
-        let stop = stop.clone();
+        let (pool, stop, relay_status) = (pool.clone(), stop.clone(), relay_status.clone());
         tokio::spawn(async move {
-            let (mut last, mut last_change, mut longest) = (0, Instant::now(), Duration::ZERO);
+            let mut relay = Progress::default();
+            let mut projection = Progress::default();
             while !stop.is_cancelled() {
-                let now = count(&pool, "SELECT count(*) FROM rm_messages").await;
-                if now != last {
-                    // From the first projected message on: creating the topic is no pause.
-                    if last > 0 {
-                        longest = longest.max(last_change.elapsed());
-                    }
-                    (last, last_change) = (now, Instant::now());
-                }
+                relay.observe(i64::try_from(relay_status.published()).unwrap());
+                projection.observe(count(&pool, "SELECT count(*) FROM rm_messages").await);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            longest
+            (relay.longest, projection.longest)
         })
     };
 
@@ -219,7 +243,7 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
     stop.cancel();
     relaying.await.unwrap();
     projecting.await.unwrap();
-    let longest_pause = sampler.await.unwrap();
+    let (relay_pause, projection_pause) = sampler.await.unwrap();
 
     // The store: every acknowledged message, once.
     let stored = count(
@@ -276,7 +300,9 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
     .await;
     assert_eq!(gaps, 0, "every conversation is numbered 1..n");
     println!(
-        "broker {leader} killed: {expected} messages, longest projection pause {longest_pause:?}, \
-         1,000 more projected {carried_on:?} after the kill, rejoined {rejoined:?} after it"
+        "broker {leader} killed: {expected} messages; longest pause of the relay {relay_pause:?} \
+         ({} publishing errors), of the projection {projection_pause:?}; 1,000 more projected \
+         {carried_on:?} after the kill; rejoined {rejoined:?} after it",
+        relay_status.errors()
     );
 }

@@ -6,6 +6,7 @@ mod broker;
 mod cli;
 mod cluster;
 mod crash;
+mod kafka;
 mod outage;
 mod process;
 mod projector;

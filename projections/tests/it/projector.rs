@@ -173,9 +173,22 @@ async fn records_below_the_stored_offset_take_no_effect() {
     for i in 0..9 {
         send(&service, "alice", conversation, &format!("m{i}")).await;
     }
-    let records: Vec<Record> = read_batch(&pool, Checkpoint::default(), 100)
-        .await
-        .unwrap()
+    // The reader stops below the server's oldest open transaction, which another test may hold
+    // for a moment: wait until all ten events are below it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events = read_batch(&pool, Checkpoint::default(), 100).await.unwrap();
+        if events.len() == 10 {
+            break events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 10 events readable",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let records: Vec<Record> = events
         .iter()
         .enumerate()
         .map(|(offset, event)| Record {
