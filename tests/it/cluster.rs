@@ -18,16 +18,15 @@ use chat4all_relay::testing::{consume, Record};
 use chat4all_relay::{Relay, RelayConfig};
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Cluster;
+use crate::model::{
+    assert_projected_once_without_gaps, count, missing_from_read_models, projected_messages,
+    stored_messages,
+};
 
 const PARTITIONS: i32 = 4;
-
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-}
 
 /// `(leader, in-sync replicas)` of every partition of `topic`, as the brokers report them.
 fn layout(bootstrap: &str, topic: &str) -> Vec<(i32, usize)> {
@@ -168,7 +167,7 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
             let mut projection = Progress::default();
             while !stop.is_cancelled() {
                 relay.observe(i64::try_from(relay_status.published()).unwrap());
-                projection.observe(count(&pool, "SELECT count(*) FROM rm_messages").await);
+                projection.observe(projected_messages(&pool).await);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             (relay.longest, projection.longest)
@@ -176,7 +175,7 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
     };
 
     let deadline = Instant::now() + Duration::from_secs(120);
-    while count(&pool, "SELECT count(*) FROM rm_messages").await < 300 {
+    while projected_messages(&pool).await < 300 {
         assert!(
             Instant::now() < deadline,
             "nothing was projected on the cluster"
@@ -193,11 +192,11 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
     );
     cluster.run(&["kill", &leader.to_string()]);
     let killed = Instant::now();
-    let at_kill = count(&pool, "SELECT count(*) FROM rm_messages").await;
+    let at_kill = projected_messages(&pool).await;
 
     // Carry on beside the dead broker until well past its leaderships' move.
     let deadline = Instant::now() + Duration::from_secs(90);
-    while count(&pool, "SELECT count(*) FROM rm_messages").await < at_kill + 1_000 {
+    while projected_messages(&pool).await < at_kill + 1_000 {
         assert!(
             Instant::now() < deadline,
             "projection stalled after broker {leader} was killed"
@@ -233,7 +232,7 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
     let acknowledged: Vec<uuid::Uuid> = acknowledged.lock().unwrap().clone();
     let expected = i64::try_from(acknowledged.len()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&pool, "SELECT count(*) FROM rm_messages").await < expected {
+    while projected_messages(&pool).await < expected {
         assert!(
             Instant::now() < deadline,
             "the read models did not catch up"
@@ -246,11 +245,7 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
     let (relay_pause, projection_pause) = sampler.await.unwrap();
 
     // The store: every acknowledged message, once.
-    let stored = count(
-        &pool,
-        "SELECT count(*) FROM events WHERE event_type = 'MessageSent'",
-    )
-    .await;
+    let stored = stored_messages(&pool).await;
     assert_eq!(
         stored, expected,
         "the store holds every acknowledged message"
@@ -276,29 +271,13 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
         "no event is in the topic twice"
     );
     // The read models: every acknowledged message, once, numbered without a gap.
-    let missing: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM unnest($1::uuid[]) AS a(id) \
-         WHERE NOT EXISTS (SELECT 1 FROM rm_messages m WHERE m.message_id = a.id)",
-    )
-    .bind(&acknowledged)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let missing = missing_from_read_models(&pool, &acknowledged).await;
     assert_eq!(
         missing, 0,
         "every acknowledged message is in the read models"
     );
-    assert_eq!(
-        count(&pool, "SELECT count(*) FROM rm_messages").await,
-        expected
-    );
-    let gaps = count(
-        &pool,
-        "SELECT count(*) FROM (SELECT conversation_id, count(*) AS n, max(seq) AS top, min(seq) AS low \
-           FROM rm_messages GROUP BY conversation_id) c WHERE n <> top OR low <> 1",
-    )
-    .await;
-    assert_eq!(gaps, 0, "every conversation is numbered 1..n");
+    assert_eq!(projected_messages(&pool).await, expected);
+    assert_projected_once_without_gaps(&pool).await;
     println!(
         "broker {leader} killed: {expected} messages; longest pause of the relay {relay_pause:?} \
          ({} publishing errors), of the projection {projection_pause:?}; 1,000 more projected \

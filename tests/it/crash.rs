@@ -7,10 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat4all_commands::testing::fresh_database;
-use chat4all_domain::{TenantId, UserId};
-use chat4all_gateway::auth::{create_client, Scope};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::ConnectOptions;
 
+use crate::model::{
+    assert_projected_once_without_gaps, missing_from_read_models, projected_messages,
+    stored_messages, token,
+};
 use crate::process::{Process, BIN};
 
 const SENDERS: usize = 16;
@@ -30,31 +32,6 @@ fn serve(env: &[(String, String)]) -> (Process, String) {
         .unwrap()
         .to_owned();
     (process, format!("http://{address}"))
-}
-
-async fn token(http: &reqwest::Client, base: &str, pool: &PgPool, user: &str) -> String {
-    let client = create_client(
-        pool,
-        &TenantId::parse("acme").unwrap(),
-        &UserId::parse(user).unwrap(),
-        &[Scope::Read, Scope::Write],
-    )
-    .await
-    .unwrap();
-    let answer: serde_json::Value = http
-        .post(format!("{base}/auth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &client.client_id),
-            ("client_secret", &client.client_secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["access_token"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -133,22 +110,12 @@ async fn a_crashed_engine_restarts_and_every_acknowledged_message_is_projected_o
         sender.await.unwrap();
     }
     let acknowledged: Vec<uuid::Uuid> = acknowledged.lock().unwrap().iter().copied().collect();
-    let projected_before: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_messages")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let projected_before = projected_messages(&pool).await;
 
     let restarted = Instant::now();
     let (_engine, _) = serve(&env);
     loop {
-        let missing: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM unnest($1::uuid[]) AS a(id) \
-             WHERE NOT EXISTS (SELECT 1 FROM rm_messages m WHERE m.message_id = a.id)",
-        )
-        .bind(&acknowledged)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let missing = missing_from_read_models(&pool, &acknowledged).await;
         if missing == 0 {
             break;
         }
@@ -165,27 +132,12 @@ async fn a_crashed_engine_restarts_and_every_acknowledged_message_is_projected_o
         restarted.elapsed()
     );
 
-    // Exactly once: one row per message, numbered 1..n in each conversation, and the
-    // conversations' counters agree with the rows.
-    let (rows, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT message_id) FROM rm_messages")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(rows, distinct, "a message was projected twice");
-    let stored: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MessageSent'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
     // Sends accepted but not yet answered at the crash are stored too; they are projected like
-    // the rest.
+    // the rest, and then everything exactly once.
+    let stored = stored_messages(&pool).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_messages")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let rows = projected_messages(&pool).await;
         if rows == stored {
             break;
         }
@@ -195,18 +147,5 @@ async fn a_crashed_engine_restarts_and_every_acknowledged_message_is_projected_o
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let gaps: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT conversation_id, count(*) AS n, max(seq) AS top, min(seq) AS low \
-           FROM rm_messages GROUP BY conversation_id) c WHERE n <> top OR low <> 1",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(gaps, 0, "every conversation is numbered 1..n without a gap");
-    let counted: i64 =
-        sqlx::query_scalar("SELECT coalesce(sum(last_seq), 0)::bigint FROM rm_conversations")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(counted, stored);
+    assert_projected_once_without_gaps(&pool).await;
 }

@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod crash;
 mod kafka;
+mod model;
 mod outage;
 mod process;
 mod projector;

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat4all_commands::testing::fresh_database;
-use chat4all_domain::{TenantId, UserId};
-use chat4all_gateway::auth::{create_client, Scope};
 use chat4all_gateway::Application;
 use chat4all_platform::{KafkaSettings, Settings};
 use chat4all_relay::testing::{consume, Record};
@@ -16,6 +14,7 @@ use sqlx::ConnectOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::model::token;
 
 const OUTAGE: Duration = Duration::from_secs(30);
 
@@ -65,28 +64,7 @@ async fn the_api_does_not_notice_a_broker_outage_and_the_relay_catches_up() {
     let relay = tokio::spawn(relay.run(stop.clone()));
 
     let http = reqwest::Client::new();
-    let client = create_client(
-        &pool,
-        &TenantId::parse("acme").unwrap(),
-        &UserId::parse("alice").unwrap(),
-        &[Scope::Read, Scope::Write],
-    )
-    .await
-    .unwrap();
-    let token: serde_json::Value = http
-        .post(format!("{base}/auth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &client.client_id),
-            ("client_secret", &client.client_secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = Arc::new(token["access_token"].as_str().unwrap().to_owned());
+    let token = Arc::new(token(&http, &base, &pool, "alice").await);
     let created: serde_json::Value = http
         .post(format!("{base}/v1/conversations"))
         .bearer_auth(&*token)

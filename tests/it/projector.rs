@@ -15,16 +15,13 @@ use tokio::task::JoinHandle;
 
 use chat4all_projections::testing::snapshot;
 
+use crate::model::{assert_projected_once_without_gaps, projected_messages};
 use crate::process::{message, Process};
 
 const MESSAGES: usize = 800;
 
 fn ctx(user: &str) -> CommandContext {
     chat4all_commands::testing::context(user)
-}
-
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
 /// A store, a relay process and the environment projector processes need.
@@ -113,7 +110,7 @@ impl Pipeline {
     ) {
         let deadline = Instant::now() + within;
         let at_least = i64::try_from(at_least).unwrap();
-        while count(&self.pool, "SELECT count(*) FROM rm_messages").await < at_least {
+        while projected_messages(&self.pool).await < at_least {
             if Instant::now() > deadline {
                 let logs: Vec<Vec<serde_json::Value>> =
                     projectors.iter_mut().map(|p| p.drain().to_vec()).collect();
@@ -125,19 +122,11 @@ impl Pipeline {
 
     /// Nothing counted twice, no gap, and exactly what a rebuild from the store gives.
     async fn assert_model_is_a_rebuild(&self) {
-        let gaps = count(
-            &self.pool,
-            "SELECT count(*) FROM (SELECT conversation_id, count(*) AS n, max(seq) AS top, min(seq) AS low \
-               FROM rm_messages GROUP BY conversation_id) c WHERE n <> top OR low <> 1",
-        )
-        .await;
-        assert_eq!(gaps, 0, "every conversation is numbered 1..n");
-        let counted = count(
-            &self.pool,
-            "SELECT coalesce(sum(last_seq), 0)::bigint FROM rm_conversations",
-        )
-        .await;
-        assert_eq!(counted, i64::try_from(MESSAGES).unwrap());
+        assert_projected_once_without_gaps(&self.pool).await;
+        assert_eq!(
+            projected_messages(&self.pool).await,
+            i64::try_from(MESSAGES).unwrap()
+        );
         let live = snapshot(&self.pool).await;
         chat4all_projections::replay::rebuild(&self.pool, |_| {})
             .await
