@@ -135,6 +135,21 @@ impl Pipeline {
     }
 }
 
+/// The member logged an assignment of at least one partition.
+fn assert_got_partitions(projector: &mut Process) {
+    let assigned = projector.wait_for_log(Duration::from_secs(30), |e| {
+        message(e) == "partitions assigned"
+            && e["fields"]["partitions"]
+                .as_str()
+                .is_some_and(|p| p != "[]")
+    });
+    assert!(
+        assigned.is_some(),
+        "a member never got partitions: {:?}",
+        projector.drain()
+    );
+}
+
 #[tokio::test]
 async fn a_projector_killed_mid_batch_resumes_where_its_offsets_say() {
     let pipeline = Pipeline::start().await;
@@ -209,19 +224,7 @@ async fn projectors_sharing_partitions_survive_a_crash_and_a_newcomer() {
             .await;
     }
     // The newcomer took part: the partitions were split with it.
-    let newcomer = members.last_mut().unwrap();
-    assert!(
-        newcomer
-            .wait_for_log(Duration::from_secs(30), |e| {
-                message(e) == "partitions assigned"
-                    && e["fields"]["partitions"]
-                        .as_str()
-                        .is_some_and(|p| p != "[]")
-            })
-            .is_some(),
-        "the newcomer never got partitions: {:?}",
-        newcomer.drain()
-    );
+    assert_got_partitions(members.last_mut().unwrap());
     pipeline.assert_model_is_a_rebuild().await;
 }
 
@@ -260,18 +263,7 @@ async fn projectors_sharing_partitions_rebalance_without_losing_or_repeating() {
         .await;
     // Both remaining members took part: the partitions were split between them.
     for projector in [&mut second, &mut third] {
-        assert!(
-            projector
-                .wait_for_log(Duration::from_secs(30), |e| {
-                    message(e) == "partitions assigned"
-                        && e["fields"]["partitions"]
-                            .as_str()
-                            .is_some_and(|p| p != "[]")
-                })
-                .is_some(),
-            "a member never got partitions: {:?}",
-            projector.drain()
-        );
+        assert_got_partitions(projector);
     }
     pipeline.assert_model_is_a_rebuild().await;
 }
