@@ -216,7 +216,25 @@ async fn latency(
     .await?;
     let stop = CancellationToken::new();
     let task = tokio::spawn(relay.run(stop.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Warmed up like the raw producer: the clock starts once one event has gone all the way
+    // (leadership, the producer's first connection and id, the broker's first append).
+    let first: i64 = sqlx::query_scalar(include_str!("one_event.sql"))
+        .bind(uuid::Uuid::new_v4().to_string())
+        .fetch_one(pool)
+        .await
+        .context("writing the warm-up event")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !acknowledged
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains_key(&first)
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the relay did not publish a first event within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let mut ticker = tokio::time::interval(interval);
