@@ -131,9 +131,26 @@ impl KafkaSettings {
         admin: &AdminClient<DefaultClientContext>,
         topic: &str,
     ) -> Result<Vec<String>, KafkaError> {
-        let metadata = fetch_metadata(self.client_config(), Some(topic.to_owned())).await?;
+        // A topic created a moment ago (by this call's race partner, another role) may not have
+        // reached every broker's metadata yet: it shows no partitions until it has.
+        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+        let metadata = loop {
+            let metadata = fetch_metadata(self.client_config(), Some(topic.to_owned())).await?;
+            let settled = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            if settled || tokio::time::Instant::now() >= deadline {
+                break metadata;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let mut mismatches = Vec::new();
-        if let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) {
+        let found = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if let Some(found) = found {
             let partitions = found.partitions().len();
             if i32::try_from(partitions).ok() != Some(self.partitions) {
                 mismatches.push(format!(
