@@ -245,8 +245,7 @@ impl KafkaProbe {
         Ok(client)
     }
 
-    /// # Panics
-    /// Never: a probe that cannot run reports [`KafkaHealth::Unreachable`].
+    /// A probe that cannot run at all reports [`KafkaHealth::Unreachable`].
     pub async fn check(self: &Arc<Self>, timeout: Duration) -> KafkaHealth {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.check_blocking(timeout))

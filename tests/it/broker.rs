@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::process::send_signal;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// A port nothing listens on right now.
@@ -67,12 +69,7 @@ impl Broker {
 
     /// Sends `signal` (`-STOP`, `-CONT`, ...) to the broker's JVM.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap()
-            .success());
+        send_signal(&self.child, signal);
     }
 }
 

@@ -71,12 +71,7 @@ impl Process {
     }
 
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap()
-            .success());
+        send_signal(&self.child, signal);
     }
 
     /// SIGKILL: no shutdown, no goodbye, as in a crash.
@@ -107,4 +102,14 @@ impl Drop for Process {
 /// The `message` of a log line.
 pub fn message(entry: &serde_json::Value) -> &str {
     entry["fields"]["message"].as_str().unwrap_or_default()
+}
+
+/// Sends `signal` (`-TERM`, `-STOP`, `-CONT`, ...) to `child`.
+pub fn send_signal(child: &Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap()
+        .success());
 }
