@@ -9,9 +9,9 @@ use chat4all_gateway::auth::{create_client, Scope};
 use crate::roles;
 use chat4all_platform::health::Dependency;
 use chat4all_platform::{shutdown_on_signals, Settings};
+use chat4all_projections::Projector;
+use chat4all_relay::Relay;
 use clap::{Parser, Subcommand};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,7 +65,7 @@ enum Command {
     /// Measure the engine against this machine's raw limits.
     Bench {
         #[command(subcommand)]
-        scenario: crate::bench::Scenario,
+        scenario: chat4all_bench::Scenario,
     },
 }
 
@@ -130,7 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let stop = shutdown_on_signals();
             let metrics =
                 metrics_listener(&settings, &[Dependency::Postgres, Dependency::Kafka], &stop);
-            roles::relay(&settings)?.run(stop).await;
+            Relay::from_settings(&settings)?.run(stop).await;
             metrics.await??;
             Ok(())
         }
@@ -139,7 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // Redis too: without it the read models are built but nothing is pushed.
             let uses = &[Dependency::Postgres, Dependency::Kafka, Dependency::Redis];
             let metrics = metrics_listener(&settings, uses, &stop);
-            roles::projector(&settings).await?.run(stop).await;
+            Projector::from_settings(&settings).await?.run(stop).await;
             metrics.await??;
             Ok(())
         }
@@ -155,51 +155,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => rotate_keys(&settings).await,
-        Command::Bench { scenario } => crate::bench::run(&settings, scenario).await,
+        Command::Bench { scenario } => chat4all_bench::run(&settings, scenario).await,
         Command::Replay { projection } => replay(&settings, &projection).await,
     }
 }
 
 /// Applies the migrations, first creating the database itself when the server lacks it.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let options = settings.database.connect_options()?;
-    ensure_database(&options).await?;
-    let pool = settings.database.connect().await?;
-    chat4all_commands::MIGRATOR
-        .run(&pool)
+    chat4all_eventstore::migrate(&settings.database)
         .await
         .context("applying migrations")?;
-    let applied = chat4all_commands::MIGRATOR.iter().count();
-    tracing::info!(migrations = applied, "database is up to date");
     Ok(())
-}
-
-async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
-    let Some(name) = options.get_database().map(str::to_owned) else {
-        return Ok(());
-    };
-    match options.connect().await {
-        Ok(conn) => {
-            conn.close().await.ok();
-            Ok(())
-        }
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
-            let mut admin = options
-                .clone()
-                .database("postgres")
-                .connect()
-                .await
-                .context("connecting to create the database")?;
-            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-            sqlx::query(&format!("CREATE DATABASE {quoted}"))
-                .execute(&mut admin)
-                .await
-                .with_context(|| format!("creating database {name}"))?;
-            tracing::info!(database = %name, "created the database");
-            Ok(())
-        }
-        Err(e) => Err(e).context("connecting to Postgres"),
-    }
 }
 
 fn metrics_listener(
@@ -214,8 +180,8 @@ fn metrics_listener(
 /// Every role in one process; when one fails, the others are stopped too.
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let stop = shutdown_on_signals();
-    let relay = tokio::spawn(roles::relay(settings)?.run(stop.clone()));
-    let projector = tokio::spawn(roles::projector(settings).await?.run(stop.clone()));
+    let relay = tokio::spawn(Relay::from_settings(settings)?.run(stop.clone()));
+    let projector = tokio::spawn(Projector::from_settings(settings).await?.run(stop.clone()));
     let result = roles::gateway(settings, stop.clone()).await;
     stop.cancel();
     relay.await?;

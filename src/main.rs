@@ -1,7 +1,6 @@
 //! `chat4all`: one binary, every role of the engine (see `chat4all --help`).
 #![forbid(unsafe_code)]
 
-mod bench;
 mod cli;
 mod roles;
 

@@ -3,65 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use chat4all_gateway::Application;
 use chat4all_platform::health::{Dependency, Readiness};
-use chat4all_platform::{KafkaSettings, Settings};
-use chat4all_projections::{Projector, ProjectorConfig};
-use chat4all_relay::{Relay, RelayConfig};
+use chat4all_platform::Settings;
 use tokio_util::sync::CancellationToken;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
-
-/// The relay of this deployment (it leads or stands by on its own).
-pub fn relay(settings: &Settings) -> anyhow::Result<Relay> {
-    let options = settings.database.connect_options()?;
-    let pool = settings.database.pool()?;
-    Ok(Relay::new(
-        pool,
-        options,
-        RelayConfig {
-            deployment: settings.topic_prefix.clone(),
-            topic: KafkaSettings::events_topic(&settings.topic_prefix),
-            kafka: settings.kafka.clone(),
-            batch_size: settings.relay.batch_size,
-            idle_poll: Duration::from_millis(settings.relay.idle_poll_ms),
-            delivery_timeout: Duration::from_millis(settings.relay.delivery_timeout_ms),
-        },
-    ))
-}
-
-/// The projector of this deployment (one consumer of the group; start several to share partitions).
-pub async fn projector(settings: &Settings) -> anyhow::Result<Projector> {
-    let pool = settings.database.pool()?;
-    // Without Redis the read models are still built; only live announcements are lost, and
-    // subscribers recover those from the read models.
-    let redis = match settings.redis.client() {
-        Ok(client) => match redis::aio::ConnectionManager::new(client).await {
-            Ok(manager) => Some(manager),
-            Err(e) => {
-                tracing::warn!("Redis unavailable, projecting without announcements: {e}");
-                None
-            }
-        },
-        Err(e) => {
-            tracing::warn!("REDIS_URL is not usable: {e}");
-            None
-        }
-    };
-    Ok(Projector::new(
-        pool,
-        ProjectorConfig {
-            topic: KafkaSettings::events_topic(&settings.topic_prefix),
-            group_id: format!("{}-projections", settings.topic_prefix),
-            channel_prefix: settings.topic_prefix.clone(),
-            kafka: settings.kafka.clone(),
-        },
-        redis,
-    ))
-}
 
 pub async fn gateway(settings: &Settings, stop: CancellationToken) -> anyhow::Result<()> {
     let app = Application::build(settings)

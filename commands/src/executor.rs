@@ -18,7 +18,9 @@ use sqlx::PgPool;
 
 use crate::repository::{StoreRepository, APPENDED};
 use crate::snapshot::Snapshots;
-use crate::{Appender, Position};
+use chat4all_eventstore::Appender;
+
+use crate::Position;
 
 /// How often a command is re-run against a stream that another writer keeps changing.
 pub const MAX_ATTEMPTS: u32 = 12;

@@ -1,14 +1,13 @@
 //! The write side: the PostgreSQL event store and the command services the gateway calls.
 //!
 //! Aggregates (from `chat4all-domain`) are loaded from and appended to the `events` table through
-//! postgres-es and cqrs-es's `PersistedEventStore`. Appends are single statements that return the
+//! postgres-es and cqrs-es's `PersistedEventStore`, with the appends of `chat4all-eventstore`. Appends are single statements that return the
 //! events' global positions, so every accepted command can answer with its consistency token
 //! without another round trip. Membership facts that a message command needs come from the event
 //! store itself ([`StoreDirectory`]), never from read models: commands stay correct while
 //! projections lag or are being rebuilt.
 #![forbid(unsafe_code)]
 
-mod appender;
 mod context;
 mod directory;
 mod error;
@@ -16,9 +15,9 @@ mod executor;
 mod repository;
 mod service;
 mod snapshot;
+#[cfg(feature = "testing")]
 pub mod testing;
 
-pub use appender::{Append, AppendError, Appender};
 pub use context::CommandContext;
 pub use directory::StoreDirectory;
 pub use error::CommandError;
@@ -30,8 +29,4 @@ pub use service::{
 };
 pub use snapshot::Snapshots;
 
-/// A global position in the event store: the consistency token every command answers with.
-pub type Position = i64;
-
-/// Every migration of `migrations/`, embedded, applied in order by `chat4all migrate` and tests.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+pub use chat4all_eventstore::Position;

@@ -18,8 +18,8 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::appender::{Append, AppendError, Appender};
-use crate::Position;
+use chat4all_eventstore::append::append_stream;
+use chat4all_eventstore::{Append, AppendError, Appender, Position, StreamEvent};
 
 tokio::task_local! {
     /// `(sequence, global_position)` of the events appended by the current command.
@@ -124,29 +124,24 @@ impl PersistedEventRepository for StoreRepository {
             }
             [first, ..] => first,
         };
-        let mut sequences = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut versions = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        let mut metadata = Vec::with_capacity(events.len());
-        for event in events {
-            let sequence = i64::try_from(event.sequence)
-                .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
-            sequences.push(sequence);
-            types.push(event.event_type.as_str());
-            versions.push(event.event_version.as_str());
-            payloads.push(&event.payload);
-            metadata.push(&event.metadata);
-        }
-        let rows: Vec<(i64, Position)> = sqlx::query_as(include_str!("append.sql"))
-            .bind(A::TYPE)
-            .bind(first.aggregate_id.as_str())
-            .bind(&sequences)
-            .bind(&types)
-            .bind(&versions)
-            .bind(&payloads)
-            .bind(&metadata)
-            .fetch_all(&self.pool)
+        let sequences = events
+            .iter()
+            .map(|e| {
+                i64::try_from(e.sequence).map_err(|e| PersistenceError::UnknownError(Box::new(e)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let stream: Vec<StreamEvent<'_>> = events
+            .iter()
+            .zip(sequences)
+            .map(|(e, sequence)| StreamEvent {
+                sequence,
+                event_type: &e.event_type,
+                event_version: &e.event_version,
+                payload: &e.payload,
+                metadata: &e.metadata,
+            })
+            .collect();
+        let rows = append_stream(&self.pool, A::TYPE, first.aggregate_id.as_str(), &stream)
             .await
             .map_err(persistence_error)?;
         // Outside an executor's scope nobody asked for the positions; that is not an error.

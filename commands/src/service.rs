@@ -18,7 +18,9 @@ use cqrs_es::AggregateError;
 use sqlx::PgPool;
 
 use crate::executor::MAX_ATTEMPTS;
-use crate::{Appender, CommandContext, CommandError, Executed, Executor, Position, StoreDirectory};
+use chat4all_eventstore::Appender;
+
+use crate::{CommandContext, CommandError, Executed, Executor, Position, StoreDirectory};
 
 /// Conversation events between snapshots.
 pub const CONVERSATION_SNAPSHOT_EVERY: usize = 100;

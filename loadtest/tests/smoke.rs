@@ -4,11 +4,11 @@
 
 use std::io::Write;
 
-use chat4all_commands::testing::fresh_database;
 use chat4all_domain::{TenantId, UserId};
 use chat4all_gateway::auth::{create_client, Scope};
 use chat4all_gateway::Application;
 use chat4all_platform::Settings;
+use chat4all_testsupport::database::fresh_database;
 use sqlx::ConnectOptions;
 use tokio_util::sync::CancellationToken;
 

@@ -13,36 +13,13 @@ use chat4all_domain::message::{MessageContent, MessageEvent, MessageStatus};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use chat4all_eventstore::Envelope;
+
 use crate::ProjectionError;
-
-/// An event as the projector needs it: from a Kafka envelope or a row of the store.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ProjectedEvent {
-    pub position: i64,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub tenant_id: String,
-    /// Kept as JSON text and parsed once, straight into the aggregate's event type.
-    pub payload: Box<RawValue>,
-}
-
-impl ProjectedEvent {
-    /// Parses a relay envelope.
-    ///
-    /// # Errors
-    /// The bytes are not an envelope.
-    pub fn from_envelope(bytes: &[u8]) -> Result<Self, ProjectionError> {
-        serde_json::from_slice(bytes).map_err(|e| ProjectionError::Malformed(e.to_string()))
-    }
-}
 
 /// Something subscribers should hear about, once the transaction that applied it has committed.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +66,7 @@ fn malformed(e: impl std::fmt::Display) -> ProjectionError {
 /// A store failure or an event that cannot be understood.
 pub async fn apply(
     conn: &mut PgConnection,
-    event: &ProjectedEvent,
+    event: &Envelope,
 ) -> Result<Vec<Notification>, ProjectionError> {
     apply_batch(conn, std::slice::from_ref(event)).await
 }
@@ -102,7 +79,7 @@ pub async fn apply(
 /// rolled back, since part of the batch may have been written.
 pub async fn apply_batch(
     conn: &mut PgConnection,
-    events: &[ProjectedEvent],
+    events: &[Envelope],
 ) -> Result<Vec<Notification>, ProjectionError> {
     apply_events(conn, events, Mode::Live).await
 }
@@ -114,7 +91,7 @@ pub async fn apply_batch(
 /// As [`apply_batch`].
 pub async fn apply_batch_silently(
     conn: &mut PgConnection,
-    events: &[ProjectedEvent],
+    events: &[Envelope],
 ) -> Result<(), ProjectionError> {
     apply_events(conn, events, Mode::Rebuild).await.map(drop)
 }
@@ -130,7 +107,7 @@ enum Mode {
 
 async fn apply_events(
     conn: &mut PgConnection,
-    events: &[ProjectedEvent],
+    events: &[Envelope],
     mode: Mode,
 ) -> Result<Vec<Notification>, ProjectionError> {
     let decoded = decode(events)?;
@@ -157,7 +134,7 @@ enum Payload {
 /// `(tenant, id)` of a conversation or a message.
 type Key = (String, Uuid);
 
-fn decode(events: &[ProjectedEvent]) -> Result<Vec<(&ProjectedEvent, Payload)>, ProjectionError> {
+fn decode(events: &[Envelope]) -> Result<Vec<(&Envelope, Payload)>, ProjectionError> {
     let mut decoded = Vec::with_capacity(events.len());
     for event in events {
         let payload = match event.aggregate_type.as_str() {
@@ -353,7 +330,7 @@ impl Working {
     /// Loads and locks every row the batch may touch.
     async fn load(
         conn: &mut PgConnection,
-        decoded: &[(&ProjectedEvent, Payload)],
+        decoded: &[(&Envelope, Payload)],
         lock: bool,
     ) -> Result<Self, ProjectionError> {
         let lock = |table: &str| {
@@ -466,7 +443,7 @@ impl Working {
     async fn conversation(
         &mut self,
         conn: &mut PgConnection,
-        event: &ProjectedEvent,
+        event: &Envelope,
         payload: ConversationEvent,
     ) -> Result<(), ProjectionError> {
         let tenant = event.tenant_id.as_str();
@@ -652,11 +629,7 @@ impl Working {
         Ok(stored + i64::try_from(fresh).unwrap_or(i64::MAX))
     }
 
-    fn message(
-        &mut self,
-        event: &ProjectedEvent,
-        payload: MessageEvent,
-    ) -> Result<(), ProjectionError> {
+    fn message(&mut self, event: &Envelope, payload: MessageEvent) -> Result<(), ProjectionError> {
         match payload {
             MessageEvent::MessageSent(sent) => self.sent(event, sent),
             MessageEvent::MessageDelivered(e) => self.recipient_status(
@@ -678,7 +651,7 @@ impl Working {
 
     fn sent(
         &mut self,
-        event: &ProjectedEvent,
+        event: &Envelope,
         sent: chat4all_domain::message::MessageSent,
     ) -> Result<(), ProjectionError> {
         let tenant = event.tenant_id.as_str();
@@ -759,7 +732,7 @@ impl Working {
 
     fn recipient_status(
         &mut self,
-        event: &ProjectedEvent,
+        event: &Envelope,
         message: Uuid,
         status: MessageStatus,
         user: &str,

@@ -12,9 +12,10 @@ pub mod apply;
 pub mod projector;
 pub mod queries;
 pub mod replay;
+#[cfg(feature = "testing")]
 pub mod testing;
 
-pub use apply::{apply, apply_batch, apply_batch_silently, Notification, ProjectedEvent};
+pub use apply::{apply, apply_batch, apply_batch_silently, Notification};
 pub use projector::{Projector, ProjectorConfig, ProjectorStatus, Record, PROJECTION};
 pub use queries::{ListCursor, MessagesFrom, Page, Queries};
 
@@ -23,6 +24,8 @@ pub use queries::{ListCursor, MessagesFrom, Page, Queries};
 pub enum ProjectionError {
     #[error("read models: {0}")]
     Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    EventStore(#[from] chat4all_eventstore::StoreError),
     #[error("an event could not be understood: {0}")]
     Malformed(String),
     #[error("broker: {0}")]

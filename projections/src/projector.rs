@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chat4all_platform::KafkaSettings;
+use chat4all_platform::{KafkaSettings, Settings, SettingsError};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -22,7 +22,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::{apply_batch, Notification, ProjectedEvent, ProjectionError};
+use chat4all_eventstore::Envelope;
+
+use crate::{apply_batch, Notification, ProjectionError};
 
 /// The name under which the live read models keep their offsets.
 pub const PROJECTION: &str = "read_models";
@@ -126,6 +128,40 @@ pub struct Projector {
 }
 
 impl Projector {
+    /// The projector of the deployment `settings` describe: one member of its consumer group
+    /// (start several to share the partitions).
+    ///
+    /// # Errors
+    /// Unusable database settings.
+    pub async fn from_settings(settings: &Settings) -> Result<Self, SettingsError> {
+        let pool = settings.database.pool()?;
+        // Without Redis the read models are still built; only live announcements are lost, and
+        // subscribers recover those from the read models.
+        let redis = match settings.redis.client() {
+            Ok(client) => match redis::aio::ConnectionManager::new(client).await {
+                Ok(manager) => Some(manager),
+                Err(e) => {
+                    tracing::warn!("Redis unavailable, projecting without announcements: {e}");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!("REDIS_URL is not usable: {e}");
+                None
+            }
+        };
+        Ok(Self::new(
+            pool,
+            ProjectorConfig {
+                topic: KafkaSettings::events_topic(&settings.topic_prefix),
+                group_id: format!("{}-projections", settings.topic_prefix),
+                channel_prefix: settings.topic_prefix.clone(),
+                kafka: settings.kafka.clone(),
+            },
+            redis,
+        ))
+    }
+
     pub fn new(
         pool: PgPool,
         config: ProjectorConfig,
@@ -188,7 +224,10 @@ impl Projector {
                     skipped += 1;
                     continue;
                 }
-                events.push(ProjectedEvent::from_envelope(&record.value)?);
+                events.push(
+                    Envelope::decode(&record.value)
+                        .map_err(|e| ProjectionError::Malformed(e.to_string()))?,
+                );
                 next = record.offset + 1;
             }
             next_offsets.push(next);

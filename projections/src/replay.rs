@@ -18,7 +18,9 @@ use std::time::Instant;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::mpsc;
 
-use crate::{apply_batch_silently, ProjectedEvent, ProjectionError};
+use chat4all_eventstore::{read_batch, Checkpoint, Envelope, StoredEvent};
+
+use crate::{apply_batch_silently, ProjectionError};
 
 /// The read-model tables, rebuilt and swapped together.
 pub const TABLES: [&str; 4] = [
@@ -37,61 +39,27 @@ pub struct Progress {
     pub started: Instant,
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    global_position: i64,
-    tx_id: i64,
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    tenant_id: Option<String>,
-    conversation_id: Option<String>,
-    payload: String,
+/// Which worker applies `event`: every event of a conversation goes to the same one, in order,
+/// since no read-model row spans two conversations.
+fn shard(event: &StoredEvent, workers: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    event
+        .conversation_id
+        .as_deref()
+        .unwrap_or(&event.aggregate_id)
+        .hash(&mut hasher);
+    usize::try_from(hasher.finish() % workers as u64).unwrap_or(0)
 }
 
-impl Row {
-    /// Which worker applies the event: every event of a conversation goes to the same one, in
-    /// order, since no read-model row spans two conversations.
-    fn shard(&self, workers: usize) -> usize {
-        let mut hasher = DefaultHasher::new();
-        self.conversation_id
-            .as_deref()
-            .unwrap_or(&self.aggregate_id)
-            .hash(&mut hasher);
-        usize::try_from(hasher.finish() % workers as u64).unwrap_or(0)
-    }
-
-    fn into_event(self) -> Result<ProjectedEvent, ProjectionError> {
-        Ok(ProjectedEvent {
-            position: self.global_position,
-            aggregate_type: self.aggregate_type,
-            aggregate_id: self.aggregate_id,
-            sequence: self.sequence,
-            event_type: self.event_type,
-            tenant_id: self.tenant_id.unwrap_or_default(),
-            payload: serde_json::value::RawValue::from_string(self.payload)
-                .map_err(|e| ProjectionError::Malformed(e.to_string()))?,
-        })
-    }
+fn envelope(event: StoredEvent) -> Result<Envelope, ProjectionError> {
+    Envelope::from_stored(event).map_err(|e| ProjectionError::Malformed(e.to_string()))
 }
 
-async fn read(conn: &mut PgConnection, after: (i64, i64)) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, sequence, \
-                event_type, metadata ->> 'tenant_id' AS tenant_id, \
-                payload -> event_type ->> 'conversation_id' AS conversation_id, payload::text AS payload \
-           FROM public.events \
-          WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
-            AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-          ORDER BY events.tx_id, events.global_position \
-          LIMIT $3",
-    )
-    .bind(after.0.to_string())
-    .bind(after.1)
-    .bind(BATCH)
-    .fetch_all(conn)
-    .await
+async fn read(
+    conn: &mut PgConnection,
+    after: Checkpoint,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    Ok(read_batch(conn, after, BATCH).await?)
 }
 
 /// A connection that writes to the rebuild's tables.
@@ -111,17 +79,17 @@ async fn rebuilding_connection(pool: &PgPool) -> Result<PgConnection, Projection
 async fn apply_in_parallel(
     pool: &PgPool,
     reader: &mut PgConnection,
-    mut after: (i64, i64),
+    mut after: Checkpoint,
     workers: usize,
     progress: &mut Progress,
     report: &mut impl FnMut(Progress),
-) -> Result<(i64, i64), ProjectionError> {
+) -> Result<Checkpoint, ProjectionError> {
     let applied = Arc::new(AtomicU64::new(progress.applied));
     let mut queues = Vec::with_capacity(workers);
     let mut tasks = Vec::with_capacity(workers);
     for _ in 0..workers {
         let mut conn = rebuilding_connection(pool).await?;
-        let (queue, mut batches) = mpsc::channel::<Vec<ProjectedEvent>>(2);
+        let (queue, mut batches) = mpsc::channel::<Vec<Envelope>>(2);
         let applied = applied.clone();
         queues.push(queue);
         tasks.push(tokio::spawn(async move {
@@ -139,10 +107,11 @@ async fn apply_in_parallel(
     while !stopped {
         let rows = read(reader, after).await?;
         let Some(last) = rows.last() else { break };
-        after = (last.tx_id, last.global_position);
-        let mut shards: Vec<Vec<ProjectedEvent>> = vec![Vec::new(); workers];
+        after = last.checkpoint();
+        let mut shards: Vec<Vec<Envelope>> = vec![Vec::new(); workers];
         for row in rows {
-            shards[row.shard(workers)].push(row.into_event()?);
+            let shard = shard(&row, workers);
+            shards[shard].push(envelope(row)?);
         }
         for (queue, events) in queues.iter().zip(shards) {
             // A worker that stopped has failed; its error is collected below.
@@ -166,7 +135,7 @@ async fn apply_in_parallel(
 /// Applies everything below the horizon after `after` inside the caller's transaction.
 async fn apply_rest(
     conn: &mut PgConnection,
-    mut after: (i64, i64),
+    mut after: Checkpoint,
     progress: &mut Progress,
     report: &mut impl FnMut(Progress),
 ) -> Result<(), ProjectionError> {
@@ -175,10 +144,10 @@ async fn apply_rest(
         let Some(last) = rows.last() else {
             return Ok(());
         };
-        after = (last.tx_id, last.global_position);
+        after = last.checkpoint();
         let events = rows
             .into_iter()
-            .map(Row::into_event)
+            .map(envelope)
             .collect::<Result<Vec<_>, _>>()?;
         apply_batch_silently(conn, &events).await?;
         progress.applied += events.len() as u64;
@@ -241,8 +210,15 @@ pub async fn rebuild(
         started: Instant::now(),
     };
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
-    let after =
-        apply_in_parallel(pool, &mut conn, (0, 0), workers, &mut progress, &mut report).await?;
+    let after = apply_in_parallel(
+        pool,
+        &mut conn,
+        Checkpoint::default(),
+        workers,
+        &mut progress,
+        &mut report,
+    )
+    .await?;
 
     // Catch up and swap with the projector paused: its batches lock their offset rows.
     sqlx::query("SET search_path = rebuild, public")

@@ -12,7 +12,10 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Checkpoint, RelayError};
+use chat4all_eventstore::reader::checkpoint_of;
+use chat4all_eventstore::{Checkpoint, StoreError};
+
+use crate::RelayError;
 
 /// How long storing a checkpoint may take before the leadership is considered lost.
 const STORE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -163,16 +166,9 @@ pub async fn rebase(
     let checkpoint = if after_position == 0 {
         Checkpoint::default()
     } else {
-        let tx_id: Option<i64> =
-            sqlx::query_scalar("SELECT tx_id::text::bigint FROM events WHERE global_position = $1")
-                .bind(after_position)
-                .fetch_optional(pool)
-                .await?;
-        let tx_id = tx_id.ok_or(RelayError::Store(sqlx::Error::RowNotFound))?;
-        Checkpoint {
-            tx_id,
-            position: after_position,
-        }
+        checkpoint_of(pool, after_position)
+            .await?
+            .ok_or(StoreError::UnknownPosition(after_position))?
     };
     sqlx::query(
         "INSERT INTO relay_checkpoints (deployment, tx_id, position) VALUES ($1, $2::text::xid8, $3) \

@@ -2,7 +2,7 @@
 //!
 //! The event store is the outbox. One relay per deployment (the leader, holding a Postgres
 //! advisory lock; any others wait as standbys) reads committed events in the store's gap-safe
-//! order ([`tail`]), publishes them to `{prefix}.events.v1` keyed by conversation, waits for the
+//! order (`chat4all_eventstore::reader`), publishes them to `{prefix}.events.v1` keyed by conversation, waits for the
 //! broker to acknowledge every one, and only then moves its checkpoint. While the broker
 //! acknowledges one batch the next is already being read and sent (at most [`IN_FLIGHT`] batches
 //! ahead), so a crash re-sends at most that unacknowledged window; nothing is ever skipped.
@@ -11,25 +11,23 @@
 //! sequence its consumer has already applied for that aggregate is a re-delivery.
 #![forbid(unsafe_code)]
 
-pub mod envelope;
 mod leader;
 mod publisher;
 mod relay;
 mod status;
-pub mod tail;
-pub mod testing;
 
 pub use leader::{rebase, Leadership};
 pub use publisher::{Encoded, Pending, Publisher};
 pub use relay::{Observer, Outcome, Pipeline, Relay, RelayConfig, IN_FLIGHT};
 pub use status::RelayStatus;
-pub use tail::{read_batch, Checkpoint, StoredEvent};
+
+use chat4all_eventstore::StoreError;
 
 /// Failures of the relay. None of them loses an event: the batch is re-read and re-sent.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    #[error("event store: {0}")]
-    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("broker: {0}")]
     Broker(#[from] rdkafka::error::KafkaError),
     #[error("the leadership connection was lost: {0}")]
@@ -39,4 +37,10 @@ pub enum RelayError {
          restored into a new cluster; rebase it with `chat4all relay rebase --after-position N`"
     )]
     CheckpointAhead(i64),
+}
+
+impl From<sqlx::Error> for RelayError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Store(StoreError::Database(err))
+    }
 }

@@ -9,8 +9,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::util::Timeout;
 
-use crate::envelope::{encode, key, traceparent};
-use crate::StoredEvent;
+use chat4all_eventstore::envelope::{encode, key, traceparent};
+use chat4all_eventstore::StoredEvent;
 
 /// A record ready for the producer: key, value and the headers' values.
 #[derive(Debug, Clone)]

@@ -4,17 +4,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat4all_platform::KafkaSettings;
+use chat4all_platform::{KafkaSettings, Settings, SettingsError};
 use rand::Rng;
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::tail::{checkpoint_ahead, held_back};
-use crate::{
-    read_batch, Checkpoint, Encoded, Leadership, Pending, Publisher, RelayError, RelayStatus,
-    StoredEvent,
-};
+use chat4all_eventstore::reader::{behind, checkpoint_ahead, held_back};
+use chat4all_eventstore::{read_batch, Behind, Checkpoint, StoredEvent};
+
+use crate::{Encoded, Leadership, Pending, Publisher, RelayError, RelayStatus};
 
 /// The channel the insert trigger notifies (see the event store migration).
 const CHANNEL: &str = "chat4all_events";
@@ -135,6 +134,25 @@ impl Backoff {
 }
 
 impl Relay {
+    /// The relay of the deployment `settings` describe (it leads or stands by on its own).
+    ///
+    /// # Errors
+    /// Unusable database settings.
+    pub fn from_settings(settings: &Settings) -> Result<Self, SettingsError> {
+        Ok(Self::new(
+            settings.database.pool()?,
+            settings.database.connect_options()?,
+            RelayConfig {
+                deployment: settings.topic_prefix.clone(),
+                topic: KafkaSettings::events_topic(&settings.topic_prefix),
+                kafka: settings.kafka.clone(),
+                batch_size: settings.relay.batch_size,
+                idle_poll: Duration::from_millis(settings.relay.idle_poll_ms),
+                delivery_timeout: Duration::from_millis(settings.relay.delivery_timeout_ms),
+            },
+        ))
+    }
+
     pub fn new(pool: PgPool, options: PgConnectOptions, config: RelayConfig) -> Self {
         Self {
             pool,
@@ -364,19 +382,11 @@ async fn observe_periodically(pool: PgPool, status: Arc<RelayStatus>, stop: Canc
         }
         // A standby has nothing to lag behind; its figures would only raise false alarms.
         if !status.is_leader() {
-            status.observed(0, 0.0, 0.0);
+            status.observed(Behind::default());
             continue;
         }
-        let checkpoint = status.checkpoint();
-        let figures = sqlx::query_as::<_, (i64, f64, f64)>(include_str!("observe.sql"))
-            .bind(checkpoint.tx_id.to_string())
-            .bind(checkpoint.position)
-            .fetch_one(&pool)
-            .await;
-        match figures {
-            Ok((lag_events, lag_seconds, oldest)) => {
-                status.observed(lag_events, lag_seconds, oldest)
-            }
+        match behind(&pool, status.checkpoint()).await {
+            Ok(figures) => status.observed(figures),
             Err(e) => tracing::debug!("relay figures unavailable: {e}"),
         }
     }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use crate::Checkpoint;
+use chat4all_eventstore::{Behind, Checkpoint};
 
 /// Shared, lock-free view of the relay's state; every field is also exported as a metric.
 #[derive(Debug, Default)]
@@ -82,12 +82,12 @@ impl RelayStatus {
         metrics::counter!("chat4all_relay_errors_total", "kind" => kind).increment(1);
     }
 
-    pub(crate) fn observed(
-        &self,
-        lag_events: i64,
-        lag_seconds: f64,
-        oldest_transaction_seconds: f64,
-    ) {
+    pub(crate) fn observed(&self, behind: Behind) {
+        let Behind {
+            events: lag_events,
+            seconds: lag_seconds,
+            oldest_transaction_seconds,
+        } = behind;
         self.lag_events.store(lag_events, Ordering::Relaxed);
         self.lag_ms
             .store((lag_seconds * 1000.0) as i64, Ordering::Relaxed);

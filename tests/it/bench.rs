@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use chat4all_commands::testing::server_options;
+use chat4all_testsupport::database::server_options;
 use sqlx::ConnectOptions;
 
 use crate::process::BIN;

@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::{create_conversation, fresh_database};
+use chat4all_commands::testing::create_conversation;
 use chat4all_commands::{CommandService, Limits, SendMessageRequest};
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::MessageContent;
 use chat4all_platform::KafkaSettings;
 use chat4all_projections::{Projector, ProjectorConfig};
-use chat4all_relay::testing::{consume, Record};
 use chat4all_relay::{Relay, RelayConfig};
+use chat4all_testsupport::database::fresh_database;
+use chat4all_testsupport::kafka::{consume, Record};
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::fresh_database;
+use chat4all_testsupport::database::fresh_database;
 use sqlx::ConnectOptions;
 
 use crate::model::{

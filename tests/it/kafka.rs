@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::fresh_database;
 use chat4all_platform::health::{Dependency, Readiness};
 use chat4all_platform::{KafkaSettings, Settings};
+use chat4all_testsupport::database::fresh_database;
 use sqlx::ConnectOptions;
 
 use crate::broker::Broker;

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::fresh_database;
 use chat4all_gateway::Application;
 use chat4all_platform::{KafkaSettings, Settings};
-use chat4all_relay::testing::{consume, Record};
 use chat4all_relay::{Relay, RelayConfig};
+use chat4all_testsupport::database::fresh_database;
+use chat4all_testsupport::kafka::{consume, Record};
 use sqlx::ConnectOptions;
 use tokio_util::sync::CancellationToken;
 

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::{create_conversation, fresh_database};
+use chat4all_commands::testing::create_conversation;
 use chat4all_commands::{CommandContext, CommandService, Limits, SendMessageRequest};
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::MessageContent;
 use chat4all_domain::ConversationId;
+use chat4all_testsupport::database::fresh_database;
 use chrono::Utc;
 use sqlx::{ConnectOptions, PgPool};
 use tokio::task::JoinHandle;

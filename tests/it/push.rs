@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::fresh_database;
 use chat4all_domain::{TenantId, UserId};
 use chat4all_gateway::auth::{create_client, Scope};
+use chat4all_testsupport::database::fresh_database;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sqlx::{ConnectOptions, PgPool};

@@ -4,14 +4,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::fresh_database;
 use chat4all_commands::{
     CommandContext, CommandService, CreateConversationRequest, Limits, SendMessageRequest,
 };
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::MessageContent;
 use chat4all_domain::{ConversationId, UserId};
-use chat4all_relay::testing::{consume, Record};
+use chat4all_testsupport::database::fresh_database;
+use chat4all_testsupport::kafka::{consume, Record};
 use chrono::Utc;
 use sqlx::{ConnectOptions, PgPool};
 

@@ -1,6 +1,5 @@
 //! Integration tests of the write side against the real Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod appender;
 mod service;
 mod snapshots;

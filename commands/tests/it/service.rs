@@ -1,10 +1,10 @@
 //! The command service against the real store: concurrency, retries and answers.
 
-use chat4all_commands::testing::fresh_database;
 use chat4all_commands::{CommandContext, CommandError, CommandService, Limits, SendMessageRequest};
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::{MessageContent, MessageError};
 use chat4all_domain::{MessageId, UserId};
+use chat4all_testsupport::database::fresh_database;
 use chrono::Utc;
 
 fn ctx(user: &str) -> CommandContext {

@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 
-use chat4all_commands::testing::fresh_database;
-use chat4all_commands::{Appender, Executor};
+use chat4all_commands::Executor;
 use chat4all_domain::conversation::{ConversationCommand, ConversationKind, CreateConversation};
 use chat4all_domain::{Conversation, ConversationId, UserId};
+use chat4all_eventstore::Appender;
+use chat4all_testsupport::database::fresh_database;
 use chrono::{TimeZone, Utc};
 
 fn user(name: &str) -> UserId {

@@ -1,10 +1,10 @@
 //! A running gateway per test and the requests tests make against it.
 
-use chat4all_commands::testing::fresh_database;
 use chat4all_domain::{TenantId, UserId};
 use chat4all_gateway::auth::{create_client, NewClient, Scope};
 use chat4all_gateway::Application;
 use chat4all_platform::Settings;
+use chat4all_testsupport::database::fresh_database;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -1,16 +1,16 @@
 //! Applying the store's events, in the relay's order, builds the read models; applying them
 //! again changes nothing.
 
-use chat4all_commands::testing::fresh_database;
 use chat4all_commands::{
     CommandContext, CommandService, CreateConversationRequest, Limits, SendMessageRequest,
 };
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::{MessageContent, RecipientStatus};
 use chat4all_domain::{ConversationId, MessageId, UserId};
+use chat4all_eventstore::{read_batch, Checkpoint, Envelope};
 pub use chat4all_projections::testing::snapshot;
-use chat4all_projections::{apply, apply_batch, Notification, ProjectedEvent};
-use chat4all_relay::{read_batch, Checkpoint};
+use chat4all_projections::{apply, apply_batch, Notification};
+use chat4all_testsupport::database::fresh_database;
 use chrono::Utc;
 use sqlx::{Connection, PgPool};
 
@@ -64,7 +64,7 @@ pub async fn project_in_batches(pool: &PgPool, size: usize) -> Vec<Notification>
 }
 
 /// Every stored event, in the relay's order.
-pub async fn stored_events(pool: &PgPool) -> Vec<ProjectedEvent> {
+pub async fn stored_events(pool: &PgPool) -> Vec<Envelope> {
     // The gap-safe read holds back events committed after the oldest transaction still open
     // anywhere in the cluster (other tests run alongside): read until every stored event is in.
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
@@ -88,15 +88,11 @@ pub async fn stored_events(pool: &PgPool) -> Vec<ProjectedEvent> {
             continue;
         };
         after = last.checkpoint();
-        events.extend(batch.into_iter().map(|stored| ProjectedEvent {
-            position: stored.global_position,
-            aggregate_type: stored.aggregate_type,
-            aggregate_id: stored.aggregate_id,
-            sequence: stored.sequence,
-            event_type: stored.event_type,
-            tenant_id: stored.tenant_id.unwrap(),
-            payload: serde_json::value::RawValue::from_string(stored.payload).unwrap(),
-        }));
+        events.extend(
+            batch
+                .into_iter()
+                .map(|stored| Envelope::from_stored(stored).unwrap()),
+        );
     }
     events
 }

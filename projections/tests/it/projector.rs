@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::fresh_database;
 use chat4all_commands::{CommandService, CreateConversationRequest, Limits};
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::UserId;
+use chat4all_eventstore::{read_batch, Checkpoint};
 use chat4all_platform::KafkaSettings;
 use chat4all_projections::{Projector, ProjectorConfig, Record};
-use chat4all_relay::{read_batch, Checkpoint, Encoded, Relay, RelayConfig};
+use chat4all_relay::{Encoded, Relay, RelayConfig};
+use chat4all_testsupport::database::fresh_database;
 use chrono::Utc;
 use futures::StreamExt;
 use sqlx::postgres::PgConnectOptions;

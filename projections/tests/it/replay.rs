@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::fresh_database;
 use chat4all_commands::{CommandService, Limits};
 use chat4all_domain::conversation::ConversationKind;
+use chat4all_testsupport::database::fresh_database;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{project_all, send, snapshot};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use chat4all_relay::testing::{consume, Record};
+pub use chat4all_testsupport::kafka::{consume, Record};
 
 use chat4all_platform::KafkaSettings;
 use chat4all_relay::{Relay, RelayConfig, RelayStatus};
@@ -23,13 +23,7 @@ pub fn kafka(bootstrap: &str) -> KafkaSettings {
     }
 }
 
-pub fn default_bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-pub fn unique_prefix() -> String {
-    format!("t{}", uuid::Uuid::new_v4().simple())
-}
+pub use chat4all_testsupport::kafka::{bootstrap as default_bootstrap, unique_prefix};
 
 pub struct RunningRelay {
     pub status: Arc<RelayStatus>,

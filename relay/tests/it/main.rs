@@ -3,4 +3,3 @@
 
 mod helpers;
 mod relay;
-mod tail;

@@ -4,11 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use chat4all_commands::testing::fresh_database;
 use chat4all_commands::{CommandContext, CommandService, Limits, SendMessageRequest};
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::MessageContent;
 use chat4all_domain::ConversationId;
+use chat4all_testsupport::database::fresh_database;
 use chrono::Utc;
 use sqlx::{Connection, PgConnection};
 

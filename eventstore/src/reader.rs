@@ -1,4 +1,5 @@
-//! Gap-safe tailing of the event store.
+//! Gap-safe tailing of the event store: the one reader of the store's global order, for the relay
+//! (publishing) and replay (rebuilding read models).
 //!
 //! `global_position` is taken when a row is inserted but becomes visible when its transaction
 //! commits, so transactions commit "out of order": a reader that remembers the highest position it
@@ -11,11 +12,16 @@
 //! later: each committed event is returned exactly once across successive reads. The price is
 //! that a long-open transaction anywhere on the server holds the horizon back (the relay exports
 //! its age as a metric, and the engine's sessions set `idle_in_transaction_session_timeout`).
+//!
+//! Transaction ids are `xid8`, which has no sqlx mapping; they travel as text and fit an `i64`
+//! (epoch << 32 | xid) for any realistic epoch.
+
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
-use crate::RelayError;
+use crate::StoreError;
 
 /// Where a reader is: the `(tx_id, global_position)` of the last event it consumed.
 /// `Checkpoint::default()` is before every event.
@@ -64,17 +70,23 @@ impl StoredEvent {
 ///
 /// # Errors
 /// A database failure.
-pub async fn read_batch(
-    pool: &PgPool,
+pub async fn read_batch<'c>(
+    executor: impl PgExecutor<'c>,
     after: Checkpoint,
     limit: i64,
-) -> Result<Vec<StoredEvent>, RelayError> {
-    // xid8 has no sqlx mapping; it fits an i64 (epoch << 32 | xid) for any realistic epoch.
-    Ok(sqlx::query_as(include_str!("read_batch.sql"))
+) -> Result<Vec<StoredEvent>, StoreError> {
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "{}{}",
+            include_str!("columns.sql"),
+            include_str!("read_batch.sql")
+        )
+    });
+    Ok(sqlx::query_as(&STATEMENT)
         .bind(after.tx_id.to_string())
         .bind(after.position)
         .bind(limit)
-        .fetch_all(pool)
+        .fetch_all(executor)
         .await?)
 }
 
@@ -84,7 +96,7 @@ pub async fn read_batch(
 ///
 /// # Errors
 /// A database failure.
-pub async fn held_back(pool: &PgPool, after: Checkpoint) -> Result<bool, RelayError> {
+pub async fn held_back(pool: &PgPool, after: Checkpoint) -> Result<bool, StoreError> {
     // Committed events behind the horizon, or any transaction in flight: only one in-flight
     // transaction at a time carries the insert notification, so one that commits after the
     // carrier may never announce itself, and the reader must come back for it.
@@ -105,11 +117,48 @@ pub async fn held_back(pool: &PgPool, after: Checkpoint) -> Result<bool, RelayEr
 ///
 /// # Errors
 /// A database failure.
-pub async fn checkpoint_ahead(pool: &PgPool, checkpoint: Checkpoint) -> Result<bool, RelayError> {
+pub async fn checkpoint_ahead(pool: &PgPool, checkpoint: Checkpoint) -> Result<bool, StoreError> {
     Ok(
         sqlx::query_scalar("SELECT $1::text::xid8 >= pg_snapshot_xmax(pg_current_snapshot())")
             .bind(checkpoint.tx_id.to_string())
             .fetch_one(pool)
             .await?,
     )
+}
+
+/// How far a reader at a checkpoint is behind the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, sqlx::FromRow)]
+pub struct Behind {
+    /// Committed events after the checkpoint in the reader's order (capped at a million, so a
+    /// huge backlog costs a bounded scan of the tail index).
+    pub events: i64,
+    /// Age of the oldest of them, in seconds.
+    pub seconds: f64,
+    /// Age of the oldest transaction open anywhere on the server, which holds the horizon back.
+    pub oldest_transaction_seconds: f64,
+}
+
+/// How far `checkpoint` is behind the store.
+///
+/// # Errors
+/// A database failure.
+pub async fn behind(pool: &PgPool, checkpoint: Checkpoint) -> Result<Behind, StoreError> {
+    Ok(sqlx::query_as(include_str!("behind.sql"))
+        .bind(checkpoint.tx_id.to_string())
+        .bind(checkpoint.position)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// The place in the reader's order of the event at `position`, if there is one.
+///
+/// # Errors
+/// A database failure.
+pub async fn checkpoint_of(pool: &PgPool, position: i64) -> Result<Option<Checkpoint>, StoreError> {
+    let tx_id: Option<i64> =
+        sqlx::query_scalar("SELECT tx_id::text::bigint FROM events WHERE global_position = $1")
+            .bind(position)
+            .fetch_optional(pool)
+            .await?;
+    Ok(tx_id.map(|tx_id| Checkpoint { tx_id, position }))
 }

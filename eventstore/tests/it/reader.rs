@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::fresh_database;
-use chat4all_relay::{read_batch, Checkpoint, StoredEvent};
+use chat4all_eventstore::{read_batch, Checkpoint, StoredEvent};
+use chat4all_testsupport::database::fresh_database;
 use sqlx::{Connection, PgConnection, PgPool};
 
 async fn insert(conn: &mut PgConnection, id: &str) -> i64 {

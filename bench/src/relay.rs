@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chat4all_eventstore::{read_batch, Checkpoint, StoredEvent};
 use chat4all_platform::{KafkaSettings, Secret, Settings};
-use chat4all_relay::{read_batch, Checkpoint, Encoded, Publisher, Relay, RelayConfig, StoredEvent};
+use chat4all_relay::{Encoded, Publisher, Relay, RelayConfig};
 use hdrhistogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +50,7 @@ pub async fn run(settings: &Settings, args: RelayArgs) -> anyhow::Result<()> {
     recreate_database(&base, &database).await?;
     let mut settings = settings.clone();
     settings.database.url = Secret::new(with_database(settings.database.url.expose(), &database));
-    crate::cli::migrate(&settings).await?;
+    chat4all_eventstore::migrate(&settings.database).await?;
     let pool = settings.database.connect().await?;
     let prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
 

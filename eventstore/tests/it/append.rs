@@ -1,7 +1,7 @@
 //! Group commit keeps every append's own outcome.
 
-use chat4all_commands::testing::fresh_database;
-use chat4all_commands::{Append, AppendError, Appender};
+use chat4all_eventstore::{Append, AppendError, Appender};
+use chat4all_testsupport::database::fresh_database;
 use serde_json::json;
 
 fn append(stream: &str, sequence: i64, payload: serde_json::Value) -> Append {

@@ -72,7 +72,7 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<()> {
             .max(args.connections as u32);
         settings.listen = "127.0.0.1:0".to_owned();
         settings.rate_limit_per_minute = 0;
-        crate::cli::migrate(&settings).await?;
+        chat4all_eventstore::migrate(&settings.database).await?;
         let app = Application::build(&settings).await?;
         let base_url = format!("http://{}", app.local_addr());
         let stop = CancellationToken::new();

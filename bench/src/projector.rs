@@ -31,7 +31,7 @@ pub async fn run(settings: &Settings, args: ProjectorArgs) -> anyhow::Result<()>
     recreate_database(&base, &database).await?;
     let mut settings = settings.clone();
     settings.database.url = Secret::new(with_database(settings.database.url.expose(), &database));
-    crate::cli::migrate(&settings).await?;
+    chat4all_eventstore::migrate(&settings.database).await?;
     let pool = settings.database.connect().await?;
     let prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
     settings.topic_prefix.clone_from(&prefix);
@@ -48,7 +48,7 @@ pub async fn run(settings: &Settings, args: ProjectorArgs) -> anyhow::Result<()>
             .fetch_one(&pool)
             .await?,
     )?;
-    let relay = crate::roles::relay(&settings)?;
+    let relay = chat4all_relay::Relay::from_settings(&settings)?;
     let status = relay.status();
     let stop = CancellationToken::new();
     let relaying = tokio::spawn(relay.run(stop.clone()));
@@ -80,7 +80,7 @@ pub async fn run(settings: &Settings, args: ProjectorArgs) -> anyhow::Result<()>
     println!("limit: {limit:.0} events/s (a raw consumer of the same topic)");
 
     // Announcing on Redis is part of projecting, so it is measured too.
-    let projector = crate::roles::projector(&settings).await?;
+    let projector = chat4all_projections::Projector::from_settings(&settings).await?;
     let projected = projector.status();
     let stop = CancellationToken::new();
     let started = Instant::now();

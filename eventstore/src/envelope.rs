@@ -2,11 +2,73 @@
 //!
 //! Envelope value: `{position, aggregate_type, aggregate_id, sequence,
 //! event_type, event_version, tenant_id, conversation_id, occurred_at, payload, metadata, hash}`,
-//! with `payload` and `metadata` exactly as stored and `hash` in hex.
+//! with `payload` and `metadata` exactly as stored and `hash` in hex. The relay writes it
+//! ([`encode`]); every consumer reads it back as an [`Envelope`], and replay builds the same
+//! [`Envelope`] from a stored row, so both paths feed consumers one type.
 
 use std::io::Write;
 
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
 use crate::StoredEvent;
+
+/// An event as consumers see it: decoded from a record of the events topic, or built from a
+/// stored row by replay.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Envelope {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    /// Empty for an event stored without a tenant (none of the engine's own commands does that).
+    #[serde(deserialize_with = "null_as_empty")]
+    pub tenant_id: String,
+    pub conversation_id: Option<String>,
+    pub occurred_at: Option<String>,
+    /// Kept as JSON text, so that a consumer parses it once, straight into its own event type.
+    pub payload: Box<RawValue>,
+    pub metadata: Box<RawValue>,
+    /// The event's link in its stream's hash chain, in hex.
+    pub hash: String,
+}
+
+fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+impl Envelope {
+    /// Reads a record's value.
+    ///
+    /// # Errors
+    /// The bytes are not an envelope.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The envelope the relay would publish for `event`, without the round trip through bytes.
+    ///
+    /// # Errors
+    /// The stored payload or metadata is not JSON (the store's `jsonb` columns rule that out).
+    pub fn from_stored(event: StoredEvent) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            position: event.global_position,
+            hash: hex(&event.hash),
+            aggregate_type: event.aggregate_type,
+            aggregate_id: event.aggregate_id,
+            sequence: event.sequence,
+            event_type: event.event_type,
+            event_version: event.event_version,
+            tenant_id: event.tenant_id.unwrap_or_default(),
+            conversation_id: event.conversation_id,
+            occurred_at: event.occurred_at,
+            payload: RawValue::from_string(event.payload)?,
+            metadata: RawValue::from_string(event.metadata)?,
+        })
+    }
+}
 
 /// Writes the envelope of `event` as JSON. The stored payload and metadata are spliced in as
 /// they are (they are JSON already); everything else goes through serde's string escaping.
@@ -111,6 +173,41 @@ mod tests {
                 "metadata": {"tenant_id": "acme"}, "hash": "ab01",
             })
         );
+    }
+
+    #[test]
+    fn an_encoded_envelope_decodes_to_what_replay_builds_from_the_row() {
+        let stored = event(Some("c1"));
+        let mut out = Vec::new();
+        encode(&stored, &mut out);
+        let decoded = Envelope::decode(&out).unwrap_or_else(|e| panic!("{e}"));
+        let built = Envelope::from_stored(stored).unwrap_or_else(|e| panic!("{e}"));
+        for envelope in [&decoded, &built] {
+            assert_eq!(envelope.position, 42);
+            assert_eq!(envelope.aggregate_id, "acme:m1");
+            assert_eq!(envelope.tenant_id, "acme");
+            assert_eq!(envelope.conversation_id.as_deref(), Some("c1"));
+            assert_eq!(envelope.hash, "ab01");
+        }
+        let payload =
+            |e: &Envelope| serde_json::from_str::<serde_json::Value>(e.payload.get()).ok();
+        assert_eq!(payload(&decoded), payload(&built));
+        assert_eq!(
+            payload(&decoded).unwrap_or_default()["MessageSent"]["text"],
+            "a \"quoted\" word"
+        );
+    }
+
+    #[test]
+    fn an_event_without_tenant_decodes_with_an_empty_one() {
+        let mut stored = event(None);
+        stored.tenant_id = None;
+        let mut out = Vec::new();
+        encode(&stored, &mut out);
+        let decoded = Envelope::decode(&out).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decoded.tenant_id, "");
+        assert_eq!(decoded.conversation_id, None);
+        assert!(Envelope::decode(b"{\"position\": 1}").is_err());
     }
 
     #[test]

@@ -1,3 +1,5 @@
+-- What every reader of the store gets of an event (see `StoredEvent`); the statements of
+-- `reader` and `stream` add their own conditions after it.
 SELECT global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, sequence,
        event_type, event_version, payload::text AS payload, metadata::text AS metadata,
        metadata ->> 'tenant_id' AS tenant_id,
@@ -10,9 +12,3 @@ SELECT global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_
        metadata ->> 'trace_id' AS trace_id,
        hash
   FROM events
- WHERE (tx_id, global_position) > ($1::text::xid8, $2)
-   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
- -- The table's columns, not the bigint alias: ordering by the alias would sort every
- -- remaining row instead of reading the (tx_id, global_position) index in order.
- ORDER BY events.tx_id, events.global_position
- LIMIT $3

@@ -36,7 +36,7 @@ pub async fn run(settings: &Settings, args: QueriesArgs) -> anyhow::Result<()> {
     settings.database.url = Secret::new(with_database(settings.database.url.expose(), &database));
     settings.listen = "127.0.0.1:0".to_owned();
     settings.rate_limit_per_minute = 0;
-    crate::cli::migrate(&settings).await?;
+    chat4all_eventstore::migrate(&settings.database).await?;
     let pool = settings.database.connect().await?;
     println!("queries: building read models (1,000 conversations, one of 100,000 messages)");
     for statement in include_str!("read_models.sql")

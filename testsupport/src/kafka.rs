@@ -1,7 +1,5 @@
-//! Reading a topic back, for tests of everything that publishes (and for checking a deployment by
-//! hand): every record from the beginning, with its partition, offset, key and headers.
-
-#![allow(clippy::expect_used)]
+//! The broker as tests use it: the bootstrap servers, unique deployment prefixes, and a topic
+//! read back from the beginning with every record's partition, offset, key and headers.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,6 +7,16 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The broker the test script started (`KAFKA_BOOTSTRAP_SERVERS`), or the development one.
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// A deployment prefix (topics, groups, Redis channels) no other test uses.
+pub fn unique_prefix() -> String {
+    format!("t{}", uuid::Uuid::new_v4().simple())
+}
 
 /// A record as a consumer sees it.
 #[derive(Debug, Clone)]

@@ -83,7 +83,7 @@ pub async fn run(settings: &Settings, args: ConnectionsArgs) -> anyhow::Result<(
     let mut settings = settings.clone();
     let url = with_database(settings.database.url.expose(), &database);
     settings.database.url = Secret::new(url.clone());
-    crate::cli::migrate(&settings).await?;
+    chat4all_eventstore::migrate(&settings.database).await?;
 
     let prefix = format!("bench{}", std::process::id());
     let gateway = RoleProcess::start(

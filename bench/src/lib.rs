@@ -1,5 +1,6 @@
 //! `chat4all bench`: each scenario measures the engine and, in the same run, the raw limit of the
 //! machine it runs on, and reports their ratio, so figures compare across machines.
+#![forbid(unsafe_code)]
 
 mod connections;
 mod ingest;

@@ -30,7 +30,7 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     recreate_database(&base, &database).await?;
     let mut settings = settings.clone();
     settings.database.url = Secret::new(with_database(settings.database.url.expose(), &database));
-    crate::cli::migrate(&settings).await?;
+    chat4all_eventstore::migrate(&settings.database).await?;
     let pool = settings.database.connect().await?;
     println!("replay: writing {events} message events");
     sqlx::query(include_str!("replay_store.sql"))

@@ -88,7 +88,7 @@ pub async fn run(settings: &Settings, args: PushLatencyArgs) -> anyhow::Result<(
         recreate_database(&base, &database).await?;
         let url = with_database(settings.database.url.expose(), &database);
         settings.database.url = Secret::new(url.clone());
-        crate::cli::migrate(&settings).await?;
+        chat4all_eventstore::migrate(&settings.database).await?;
         let prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
         let env = [
             ("DATABASE_URL", url.as_str()),
