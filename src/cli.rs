@@ -8,6 +8,7 @@ use chat4all_gateway::auth::{create_client, Scope};
 
 use crate::roles;
 use chat4all_platform::health::Dependency;
+use chat4all_platform::lifecycle::{self, RoleState};
 use chat4all_platform::{shutdown_on_signals, Settings};
 use chat4all_projections::Projector;
 use chat4all_relay::Relay;
@@ -128,19 +129,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Relay { action: None } => {
             let stop = shutdown_on_signals();
-            let metrics =
-                metrics_listener(&settings, &[Dependency::Postgres, Dependency::Kafka], &stop);
-            Relay::from_settings(&settings)?.run(stop).await;
-            metrics.await??;
+            let relay = Relay::from_settings(&settings)?;
+            let uses = &[Dependency::Postgres, Dependency::Kafka];
+            let ops = serve_ops(&settings, uses, vec![relay.role()], &stop);
+            relay.run(stop).await;
+            ops.await??;
             Ok(())
         }
         Command::Project => {
             let stop = shutdown_on_signals();
+            let projector = Projector::from_settings(&settings).await?;
             // Redis too: without it the read models are built but nothing is pushed.
             let uses = &[Dependency::Postgres, Dependency::Kafka, Dependency::Redis];
-            let metrics = metrics_listener(&settings, uses, &stop);
-            Projector::from_settings(&settings).await?.run(stop).await;
-            metrics.await??;
+            let ops = serve_ops(&settings, uses, vec![projector.role()], &stop);
+            projector.run(stop).await;
+            ops.await??;
             Ok(())
         }
         Command::Clients {
@@ -168,13 +171,18 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn metrics_listener(
+/// The role's own `/health`, `/ready` and `/metrics`, beside the role, until `stop`.
+fn serve_ops(
     settings: &Settings,
     uses: &'static [Dependency],
+    roles: Vec<RoleState>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let (settings, stop) = (settings.clone(), stop.clone());
-    tokio::spawn(async move { roles::metrics_listener(&settings, uses, stop).await })
+    tokio::spawn(async move {
+        lifecycle::serve_ops(&settings, uses, roles, stop).await?;
+        Ok(())
+    })
 }
 
 /// Every role in one process; when one fails, the others are stopped too.

@@ -38,6 +38,11 @@ impl KafkaSettings {
         format!("{prefix}.events.v1")
     }
 
+    /// Where the deployment's workers set aside records that keep failing.
+    pub fn dead_letter_topic(prefix: &str) -> String {
+        format!("{prefix}.dlq.v1")
+    }
+
     /// The settings every Kafka client of the engine starts from.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();

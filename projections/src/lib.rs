@@ -16,7 +16,7 @@ pub mod replay;
 pub mod testing;
 
 pub use apply::{apply, apply_batch, apply_batch_silently, Notification};
-pub use projector::{Projector, ProjectorConfig, ProjectorStatus, Record, PROJECTION};
+pub use projector::{Projector, ProjectorConfig, ProjectorStatus, PROJECTION};
 pub use queries::{ListCursor, MessagesFrom, Page, Queries};
 
 /// Failures of projecting; none loses an event: the batch is retried.

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use chat4all_platform::lifecycle::RoleState;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
@@ -46,18 +47,25 @@ impl Leadership {
     pub async fn acquire(
         options: &PgConnectOptions,
         deployment: &str,
+        role: &RoleState,
         stop: &CancellationToken,
     ) -> Option<Self> {
         let mut reported = false;
         loop {
             match Self::try_acquire(options, deployment).await {
                 Ok(Some(leadership)) => return Some(leadership),
-                Ok(None) if !reported => {
-                    tracing::info!(deployment, "another relay leads; waiting as standby");
-                    reported = true;
+                Ok(None) => {
+                    // A standby is doing its job: ready, waiting to take over.
+                    role.standing_by("the relay lead, held by another relay");
+                    if !reported {
+                        tracing::info!(deployment, "another relay leads; waiting as standby");
+                        reported = true;
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!("cannot reach Postgres to take the relay lead: {e}"),
+                Err(e) => {
+                    role.waiting("Postgres, to take the relay lead");
+                    tracing::warn!("cannot reach Postgres to take the relay lead: {e}");
+                }
             }
             tokio::select! {
                 () = stop.cancelled() => return None,

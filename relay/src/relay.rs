@@ -4,8 +4,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat4all_platform::lifecycle::RoleState;
+use chat4all_platform::worker::Backoff;
 use chat4all_platform::{KafkaSettings, Settings, SettingsError};
-use rand::Rng;
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -101,37 +102,12 @@ pub struct Relay {
     config: RelayConfig,
     status: Arc<RelayStatus>,
     observer: Option<Observer>,
+    role: RoleState,
 }
 
 /// Called with every batch the broker acknowledged, before it is checkpointed (benchmarks
 /// measure commit-to-acknowledgement latency with it).
 pub type Observer = Arc<dyn Fn(&[StoredEvent]) + Send + Sync>;
-
-/// Exponential backoff with full jitter.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Self {
-            next: BACKOFF_FIRST,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_FIRST;
-    }
-
-    fn wait(&mut self) -> Duration {
-        let ceiling = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        let millis = u64::try_from(ceiling.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        Duration::from_millis(rand::thread_rng().gen_range(millis / 2..=millis))
-    }
-}
 
 impl Relay {
     /// The relay of the deployment `settings` describe (it leads or stands by on its own).
@@ -160,6 +136,7 @@ impl Relay {
             config,
             status: Arc::default(),
             observer: None,
+            role: RoleState::new("relay"),
         }
     }
 
@@ -171,6 +148,11 @@ impl Relay {
 
     pub fn status(&self) -> Arc<RelayStatus> {
         self.status.clone()
+    }
+
+    /// What the relay is doing, for `/ready`: standing by, waiting for the topic, relaying.
+    pub fn role(&self) -> RoleState {
+        self.role.clone()
     }
 
     /// One step: read and enqueue the next batch while the pipeline has room and the store has
@@ -234,16 +216,17 @@ impl Relay {
             stop.clone(),
         ));
         self.relay_until(&stop).await;
+        self.role.stopped();
         let _ = figures.await;
         tracing::info!("relay stopped");
     }
 
     async fn relay_until(&self, stop: &CancellationToken) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
         while !stop.is_cancelled() {
             self.status.set_leader(false);
             let Some(mut leadership) =
-                Leadership::acquire(&self.options, &self.config.deployment, stop).await
+                Leadership::acquire(&self.options, &self.config.deployment, &self.role, stop).await
             else {
                 break;
             };
@@ -275,7 +258,9 @@ impl Relay {
         leadership: &mut Leadership,
         stop: &CancellationToken,
     ) -> Result<(), RelayError> {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
+        self.role
+            .waiting(format!("the topic {} on the broker", self.config.topic));
         // The broker may be down when leadership starts: keep trying, never skip.
         while let Err(e) = self.config.kafka.ensure_topic(&self.config.topic).await {
             self.status.error("broker");
@@ -299,6 +284,7 @@ impl Relay {
         let mut held_back_wait = HELD_BACK_FIRST;
         let mut wait = Duration::ZERO;
         tracing::info!(topic = %self.config.topic, checkpoint = ?pipeline.checkpoint(), "relaying");
+        self.role.ready();
         loop {
             if !wait.is_zero() {
                 tokio::select! {
@@ -313,6 +299,7 @@ impl Relay {
                 }
             }
             if stop.is_cancelled() {
+                self.role.draining();
                 // Whatever is in flight gets its acknowledgements checkpointed before leaving;
                 // nothing new is read.
                 pipeline.behind = false;

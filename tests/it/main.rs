@@ -13,3 +13,4 @@ mod process;
 mod projector;
 mod push;
 mod relay;
+mod roles;

@@ -44,9 +44,42 @@ impl Record {
     }
 }
 
-/// Reads `topic` from the beginning until at least `want` records arrived (then a little longer,
-/// to catch anything extra) or the deadline passes.
+/// A record of any topic, its value as bytes.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads the events topic `topic` from the beginning until at least `want` records arrived (then
+/// a little longer, to catch anything extra) or the deadline passes.
+///
+/// # Panics
+/// When a record is not a JSON envelope.
 pub async fn consume(bootstrap: &str, topic: &str, want: usize, deadline: Duration) -> Vec<Record> {
+    consume_raw(bootstrap, topic, want, deadline)
+        .await
+        .into_iter()
+        .map(|raw| Record {
+            partition: raw.partition,
+            offset: raw.offset,
+            key: raw.key,
+            envelope: serde_json::from_slice(&raw.value).expect("test consumer"),
+            headers: raw.headers,
+        })
+        .collect()
+}
+
+/// [`consume`] for any topic.
+pub async fn consume_raw(
+    bootstrap: &str,
+    topic: &str,
+    want: usize,
+    deadline: Duration,
+) -> Vec<RawRecord> {
     let bootstrap = bootstrap.to_owned();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -102,12 +135,11 @@ pub async fn consume(bootstrap: &str, topic: &str, want: usize, deadline: Durati
                             .collect()
                     })
                     .unwrap_or_default();
-                records.push(Record {
+                records.push(RawRecord {
                     partition: message.partition(),
                     offset: message.offset(),
                     key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-                    envelope: serde_json::from_slice(message.payload().unwrap_or_default())
-                        .expect("test consumer"),
+                    value: message.payload().unwrap_or_default().to_vec(),
                     headers,
                 });
             }

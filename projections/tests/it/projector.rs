@@ -8,8 +8,9 @@ use chat4all_commands::{CommandService, CreateConversationRequest, Limits};
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::UserId;
 use chat4all_eventstore::{read_batch, Checkpoint};
+use chat4all_platform::worker::Record;
 use chat4all_platform::KafkaSettings;
-use chat4all_projections::{Projector, ProjectorConfig, Record};
+use chat4all_projections::{Projector, ProjectorConfig};
 use chat4all_relay::{Encoded, Relay, RelayConfig};
 use chat4all_testsupport::database::fresh_database;
 use chrono::Utc;
@@ -193,7 +194,9 @@ async fn records_below_the_stored_offset_take_no_effect() {
         .iter()
         .enumerate()
         .map(|(offset, event)| Record {
+            partition: 0,
             offset: i64::try_from(offset).unwrap(),
+            key: None,
             value: Encoded::of(event).value,
         })
         .collect();
@@ -273,6 +276,99 @@ async fn stored_offsets_past_the_end_of_a_recreated_topic_are_reported() {
         conversations, 0,
         "nothing below the stored offsets was applied"
     );
+    stop.cancel();
+    relay.await.unwrap();
+    live.await.unwrap();
+}
+
+/// Produces `value` keyed by `key` to `topic`, as a misbehaving producer would.
+async fn produce_raw(topic: &str, key: &str, value: &[u8]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka().client_config().create().unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(value),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_record_that_cannot_be_understood_is_set_aside_and_its_partition_moves_on() {
+    let (options, pool) = fresh_database().await;
+    let prefix = chat4all_testsupport::kafka::unique_prefix();
+    let topic = KafkaSettings::events_topic(&prefix);
+    kafka().ensure_topic(&topic).await.unwrap();
+    let service = CommandService::new(pool.clone(), Limits::default());
+    let conversation = chat4all_commands::testing::create_conversation(
+        &service,
+        ConversationKind::Group,
+        &["alice", "bob", "carol"],
+    )
+    .await;
+    // Two poison records ahead of the conversation's own events, in its partition: one that is
+    // not an envelope at all, one whose payload no aggregate knows.
+    let key = conversation.to_string();
+    produce_raw(&topic, &key, b"not an envelope").await;
+    let unknown = serde_json::json!({
+        "position": 1, "aggregate_type": "Message", "aggregate_id": "acme:x", "sequence": 1,
+        "event_type": "MessageExploded", "event_version": "1.0", "tenant_id": "acme",
+        "conversation_id": key, "occurred_at": null,
+        "payload": {"MessageExploded": {}}, "metadata": {}, "hash": "00",
+    });
+    produce_raw(&topic, &key, unknown.to_string().as_bytes()).await;
+
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(relay(&pool, options, &prefix).run(stop.clone()));
+    let live = projector(&pool, &prefix, None);
+    let status = live.status();
+    let role = live.role();
+    let live = tokio::spawn(live.run(stop.clone()));
+    for i in 0..5 {
+        send(&service, "alice", conversation, &format!("m{i}")).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count_messages(&pool).await < 5 || status.dead_lettered() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "projected {} of 5 messages, {} dead letters",
+            count_messages(&pool).await,
+            status.dead_lettered()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(role.is_ready(), "{:?}", role.report());
+    assert_eq!(status.dead_lettered(), 2);
+
+    // Both are on the dead-letter topic, as they were, with where they came from and why.
+    let letters = chat4all_testsupport::kafka::consume_raw(
+        &kafka().bootstrap_servers,
+        &KafkaSettings::dead_letter_topic(&prefix),
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0].value, b"not an envelope");
+    assert_eq!(letters[1].value, unknown.to_string().as_bytes());
+    for letter in &letters {
+        assert_eq!(letter.key, key);
+        assert_eq!(letter.headers["source_topic"], topic);
+        assert_eq!(
+            letter.headers["consumer_group"],
+            format!("{prefix}-projections")
+        );
+        assert!(!letter.headers["error"].is_empty());
+    }
+    assert_eq!(
+        (
+            letters[0].headers["source_partition"].as_str(),
+            letters[0].headers["source_offset"].as_str()
+        ),
+        (letters[1].headers["source_partition"].as_str(), "0")
+    );
+    assert_eq!(letters[1].headers["source_offset"], "1");
     stop.cancel();
     relay.await.unwrap();
     live.await.unwrap();
