@@ -9,15 +9,19 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod frames;
 pub mod projector;
 pub mod queries;
 pub mod replay;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod views;
 
-pub use apply::{apply, apply_batch, apply_batch_silently, Notification};
+pub use apply::{apply, apply_batch, apply_batch_silently};
+pub use frames::Notification;
 pub use projector::{Projector, ProjectorConfig, ProjectorStatus, PROJECTION};
-pub use queries::{ListCursor, MessagesFrom, Page, Queries};
+pub use queries::{ListCursor, MessagesFrom, Queries};
+pub use views::Page;
 
 /// Failures of projecting; none loses an event: the batch is retried.
 #[derive(Debug, thiserror::Error)]

@@ -39,9 +39,9 @@ const POISON_ATTEMPTS: u32 = 3;
 pub struct ProjectorConfig {
     pub topic: String,
     pub group_id: String,
-    /// The deployment's prefix: of Redis channels (`{prefix}:conversation:{id}`) and of the
+    /// The deployment's prefix: of Redis subjects (`{prefix}:conversation:{id}`) and of the
     /// dead-letter topic.
-    pub channel_prefix: String,
+    pub prefix: String,
     pub kafka: KafkaSettings,
 }
 
@@ -121,7 +121,7 @@ impl Projector {
             ProjectorConfig {
                 topic: KafkaSettings::events_topic(&settings.topic_prefix),
                 group_id: format!("{}-projections", settings.topic_prefix),
-                channel_prefix: settings.topic_prefix.clone(),
+                prefix: settings.topic_prefix.clone(),
                 kafka: settings.kafka.clone(),
             },
             redis,
@@ -212,10 +212,10 @@ impl Projector {
         // One round trip for the whole batch, in order.
         let mut pipeline = redis::pipe();
         for notification in &notifications {
-            let channel = format!("{}:{}", self.config.channel_prefix, notification.channel);
+            let subject = format!("{}:{}", self.config.prefix, notification.subject);
             pipeline
                 .cmd("PUBLISH")
-                .arg(channel)
+                .arg(subject)
                 .arg(notification.frame.to_string())
                 .ignore();
         }
@@ -234,7 +234,7 @@ impl Projector {
                 topic: self.config.topic.clone(),
                 group_id: self.config.group_id.clone(),
                 kafka: self.config.kafka.clone(),
-                dead_letter_topic: KafkaSettings::dead_letter_topic(&self.config.channel_prefix),
+                dead_letter_topic: KafkaSettings::dead_letter_topic(&self.config.prefix),
                 max_batch: MAX_BATCH,
                 gather: GATHER,
                 fetch_wait_ms: 10,

@@ -1,19 +1,14 @@
 //! What the query API reads: the read models, scoped to a tenant and to what the caller may see.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::apply::rfc3339;
+use crate::views::{
+    ConversationDetail, ConversationSummary, MemberView, MessageDetail, MessageView, Page,
+    StatusEntry,
+};
 use crate::PROJECTION;
-
-/// A page of items and the cursor of the next one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page {
-    pub items: Vec<Value>,
-    pub next_cursor: Option<String>,
-}
 
 /// Where a conversation list page starts: after this `(updated_at, conversation_id)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,8 +165,8 @@ impl Queries {
         user: &str,
         limit: i64,
         after: Option<ListCursor>,
-    ) -> Result<Page, sqlx::Error> {
-        let rows: Vec<ListRow> = sqlx::query_as(
+    ) -> Result<Page<ConversationSummary>, sqlx::Error> {
+        let rows: Vec<ConversationSummary> = sqlx::query_as(
             "SELECT c.conversation_id, c.kind, c.name, \
                     (SELECT count(*) FROM rm_members x WHERE x.tenant_id = c.tenant_id AND x.conversation_id = c.conversation_id) AS member_count, \
                     c.last_message, greatest(c.last_seq - m.last_read_seq - m.own_since_read, 0) AS unread_count, c.updated_at \
@@ -200,16 +195,8 @@ impl Queries {
                 .encode()
             })
         });
-        let items = rows
-            .iter()
-            .map(|r| {
-                json!({"conversation_id": r.conversation_id, "type": r.kind, "name": r.name,
-                       "member_count": r.member_count, "last_message": r.last_message,
-                       "unread_count": r.unread_count, "updated_at": rfc3339(r.updated_at)})
-            })
-            .collect();
         Ok(Page {
-            items,
+            items: rows.to_vec(),
             next_cursor: next_cursor.flatten(),
         })
     }
@@ -223,7 +210,7 @@ impl Queries {
         tenant: &str,
         user: &str,
         conversation: Uuid,
-    ) -> Result<Option<Value>, sqlx::Error> {
+    ) -> Result<Option<ConversationDetail>, sqlx::Error> {
         if !self.is_member(tenant, user, conversation).await? {
             return Ok(None);
         }
@@ -245,7 +232,7 @@ impl Queries {
         else {
             return Ok(None);
         };
-        let members: Vec<(String, DateTime<Utc>, i64)> = sqlx::query_as(
+        let members: Vec<MemberView> = sqlx::query_as(
             "SELECT user_id, joined_at, last_read_seq FROM rm_members \
              WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY joined_at, user_id",
         )
@@ -253,16 +240,15 @@ impl Queries {
         .bind(conversation)
         .fetch_all(&self.pool)
         .await?;
-        let members: Vec<Value> = members
-            .into_iter()
-            .map(|(user_id, joined_at, last_read_seq)| {
-                json!({"user_id": user_id, "joined_at": rfc3339(joined_at), "last_read_seq": last_read_seq})
-            })
-            .collect();
-        Ok(Some(json!({
-            "conversation_id": conversation, "type": kind, "name": name, "description": description,
-            "members": members, "created_at": rfc3339(created_at), "last_seq": last_seq,
-        })))
+        Ok(Some(ConversationDetail {
+            conversation_id: conversation,
+            kind,
+            name,
+            description,
+            members,
+            created_at,
+            last_seq,
+        }))
     }
 
     async fn is_member(
@@ -292,7 +278,7 @@ impl Queries {
         conversation: Uuid,
         from: MessagesFrom,
         limit: i64,
-    ) -> Result<Option<Page>, sqlx::Error> {
+    ) -> Result<Option<Page<MessageView>>, sqlx::Error> {
         if !self.is_member(tenant, user, conversation).await? {
             return Ok(None);
         }
@@ -310,7 +296,7 @@ impl Queries {
                 seq,
             ),
         };
-        let mut rows: Vec<MessageRow> = sqlx::query_as(sql)
+        let mut rows: Vec<MessageView> = sqlx::query_as(sql)
             .bind(tenant)
             .bind(conversation)
             .bind(bound)
@@ -340,7 +326,7 @@ impl Queries {
             None
         };
         Ok(Some(Page {
-            items: rows.iter().map(MessageRow::to_json).collect(),
+            items: rows,
             next_cursor,
         }))
     }
@@ -355,8 +341,8 @@ impl Queries {
         tenant: &str,
         user: &str,
         message: Uuid,
-    ) -> Result<Option<Value>, sqlx::Error> {
-        let row: Option<MessageRow> = sqlx::query_as(
+    ) -> Result<Option<MessageDetail>, sqlx::Error> {
+        let row: Option<MessageView> = sqlx::query_as(
             "SELECT conversation_id, message_id, seq, sender_id, content, channels, status, created_at, edited_at \
                FROM rm_messages WHERE tenant_id = $1 AND message_id = $2",
         )
@@ -371,7 +357,7 @@ impl Queries {
         if !self.is_member(tenant, user, conversation).await? {
             return Ok(None);
         }
-        let history: Vec<(String, Option<String>, DateTime<Utc>)> = sqlx::query_as(
+        let stored: Vec<StatusEntry> = sqlx::query_as(
             "SELECT status, channel, at FROM rm_message_history \
              WHERE tenant_id = $1 AND message_id = $2 ORDER BY sequence",
         )
@@ -379,28 +365,18 @@ impl Queries {
         .bind(message)
         .fetch_all(&self.pool)
         .await?;
-        let mut body = row.to_json();
         // Acceptance is the message row itself; the history table holds what happened after.
-        let accepted =
-            json!({"status": "accepted", "channel": null, "at": rfc3339(row.created_at)});
-        body["history"] = std::iter::once(accepted)
-            .chain(history.into_iter().map(
-                |(status, channel, at)| json!({"status": status, "channel": channel, "at": rfc3339(at)}),
-            ))
-            .collect();
-        Ok(Some(body))
+        let accepted = StatusEntry {
+            status: "accepted".to_owned(),
+            channel: None,
+            at: row.created_at,
+        };
+        let history = std::iter::once(accepted).chain(stored).collect();
+        Ok(Some(MessageDetail {
+            message: row,
+            history,
+        }))
     }
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct ListRow {
-    conversation_id: Uuid,
-    kind: String,
-    name: Option<String>,
-    member_count: i64,
-    last_message: Option<Value>,
-    unread_count: i64,
-    updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -410,30 +386,6 @@ struct DetailRow {
     description: Option<String>,
     created_at: DateTime<Utc>,
     last_seq: i64,
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct MessageRow {
-    conversation_id: Uuid,
-    message_id: Uuid,
-    seq: i64,
-    sender_id: String,
-    content: Value,
-    channels: Value,
-    status: String,
-    created_at: DateTime<Utc>,
-    edited_at: Option<DateTime<Utc>>,
-}
-
-impl MessageRow {
-    fn to_json(&self) -> Value {
-        json!({
-            "message_id": self.message_id, "conversation_id": self.conversation_id, "seq": self.seq,
-            "sender_id": self.sender_id, "content": self.content, "channels": self.channels,
-            "status": self.status, "deliveries": [], "created_at": rfc3339(self.created_at),
-            "edited_at": self.edited_at.map(rfc3339),
-        })
-    }
 }
 
 #[cfg(test)]

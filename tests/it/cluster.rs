@@ -108,7 +108,7 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
         ProjectorConfig {
             topic: topic.clone(),
             group_id: format!("{prefix}-projections"),
-            channel_prefix: prefix.clone(),
+            prefix: prefix.clone(),
             kafka,
         },
         None,

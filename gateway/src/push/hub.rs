@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 /// A channel name, shared by every socket a frame goes to.
-pub type Channel = Arc<str>;
+pub type Subject = Arc<str>;
 
 /// A published frame, parsed once on arrival and shared by every local socket it goes to: the
 /// routing facts each socket checks, and the frame as clients get it, ready to send.
@@ -91,7 +91,7 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Subscriber {
     pub id: u64,
-    pub queue: mpsc::Sender<(Channel, Arc<Published>)>,
+    pub queue: mpsc::Sender<(Subject, Arc<Published>)>,
     pub slow: CancellationToken,
 }
 
@@ -133,7 +133,7 @@ impl Hub {
     }
 
     /// The full Redis channel name of `name` (`conversation:{id}`, `user:{id}`).
-    pub fn channel(&self, name: &str) -> String {
+    pub fn subject(&self, name: &str) -> String {
         format!("{}:{name}", self.prefix)
     }
 
@@ -215,7 +215,7 @@ impl Registry {
             tracing::debug!(channel, "push: ignored a payload that is not a frame");
             return;
         };
-        let channel = Channel::from(channel);
+        let channel = Subject::from(channel);
         listeners.retain(|_, subscriber| {
             match subscriber
                 .queue

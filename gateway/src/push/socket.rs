@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat4all_projections::MessagesFrom;
+use chat4all_projections::{frames, MessagesFrom};
+use chrono::Utc;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warp::hyper::upgrade::Upgraded;
 
-use super::hub::{Channel, Published, Subscriber};
+use super::hub::{Published, Subject, Subscriber};
 use super::{Push, CLOSE_MALFORMED, CLOSE_RATE, CLOSE_UNAUTHORIZED};
 use crate::auth::Principal;
 
@@ -36,15 +37,6 @@ const PAGE: i64 = 100;
 /// Standard close code for "try again later": the client should reconnect and resume.
 const CLOSE_SLOW: u16 = 1013;
 const CLOSE_IDLE: u16 = 1001;
-
-fn frame(kind: &str, data: &Value) -> String {
-    json!({
-        "type": kind,
-        "timestamp": chat4all_projections::apply::rfc3339(chrono::Utc::now()),
-        "data": data,
-    })
-    .to_string()
-}
 
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -108,7 +100,7 @@ impl FrameBudget {
 pub async fn serve(socket: Socket, principal: Principal, id: u64, push: Arc<Push>) {
     let (sink, mut stream) = socket.split();
     let (queue, mut incoming) =
-        mpsc::channel::<(Channel, Arc<Published>)>(push.config.send_queue_frames.max(1));
+        mpsc::channel::<(Subject, Arc<Published>)>(push.config.send_queue_frames.max(1));
     let slow = CancellationToken::new();
     let subscriber = Subscriber {
         id,
@@ -118,7 +110,7 @@ pub async fn serve(socket: Socket, principal: Principal, id: u64, push: Arc<Push
     let frames = FrameBudget::new(push.config.frames_per_minute);
     let user_channel = push
         .hub
-        .channel(&format!("user:{}", principal.user.as_str()));
+        .subject(&format!("user:{}", principal.user.as_str()));
     let mut connection = Connection {
         user_channel,
         push: push.clone(),
@@ -179,7 +171,7 @@ impl Connection {
     async fn subscribe(&mut self, names: Vec<String>) {
         let channels: Vec<String> = names
             .iter()
-            .map(|n| self.push.hub.channel(n))
+            .map(|n| self.push.hub.subject(n))
             .filter(|c| !self.channels.contains(c))
             .collect();
         if channels.is_empty() {
@@ -193,7 +185,7 @@ impl Connection {
     }
 
     fn unsubscribe(&mut self, name: &str) {
-        let channel = self.push.hub.channel(name);
+        let channel = self.push.hub.subject(name);
         if self.channels.remove(&channel) {
             self.push.hub.unsubscribe(self.id, vec![channel]);
         }
@@ -202,7 +194,7 @@ impl Connection {
     async fn run(
         &mut self,
         stream: &mut futures::stream::SplitStream<Socket>,
-        incoming: &mut mpsc::Receiver<(Channel, Arc<Published>)>,
+        incoming: &mut mpsc::Receiver<(Subject, Arc<Published>)>,
         slow: &CancellationToken,
     ) -> Option<Close> {
         // The user's own channel first, then the read models: a conversation joined in between
@@ -229,15 +221,13 @@ impl Connection {
                 .collect(),
         )
         .await;
-        let established = json!({
-            "user_id": self.user(),
-            "session_id": Uuid::new_v4(),
-            "server_instance": self.push.instance,
-        });
-        if let Err(close) = self
-            .send(frame("connection.established", &established))
-            .await
-        {
+        let established = frames::connection_established(
+            Utc::now(),
+            self.user(),
+            Uuid::new_v4(),
+            &self.push.instance,
+        );
+        if let Err(close) = self.send(established.to_string()).await {
             return Some(close);
         }
 
@@ -263,7 +253,7 @@ impl Connection {
                     if heard.elapsed() >= idle_close {
                         Err(Close(CLOSE_IDLE, "no frame from the client in time"))
                     } else {
-                        self.send(frame("ping", &json!({}))).await
+                        self.send(frames::ping(Utc::now()).to_string()).await
                     }
                 }
                 received = stream.next() => match received {
@@ -318,18 +308,28 @@ impl Connection {
             return Err(Close(CLOSE_MALFORMED, "typing needs a conversation_id"));
         };
         if !self.conversations.contains(&conversation) {
-            let error = json!({"code": "not_a_member", "detail": "typing is for members of the conversation"});
-            return self.send(frame("error", &error)).await;
+            let error = frames::error(
+                Utc::now(),
+                "not_a_member",
+                "typing is for members of the conversation",
+            );
+            return self.send(error.to_string()).await;
         }
-        let typing = frame(
-            "typing",
-            &json!({"conversation_id": conversation, "user_id": self.user(), "tenant_id": self.tenant()}),
+        let typing = frames::typing(
+            Utc::now(),
+            &frames::Typing {
+                conversation_id: conversation,
+                user_id: self.user(),
+                tenant_id: self.tenant(),
+            },
         );
-        let channel = self
+        let subject = self.push.hub.subject(&typing.subject);
+        if let Err(e) = self
             .push
             .hub
-            .channel(&format!("conversation:{conversation}"));
-        if let Err(e) = self.push.hub.publish(&channel, &typing).await {
+            .publish(&subject, &typing.frame.to_string())
+            .await
+        {
             tracing::debug!("push: publishing typing failed: {e}");
         }
         Ok(())
@@ -365,8 +365,9 @@ impl Connection {
                 None => recovered = false,
             }
         }
-        let completed = json!({"recovered": recovered, "replayed": replayed});
-        self.send(frame("resume.completed", &completed)).await
+        let replayed = u64::try_from(replayed).unwrap_or(u64::MAX);
+        let completed = frames::resume_completed(Utc::now(), recovered, replayed);
+        self.send(completed.to_string()).await
     }
 
     /// Sends the messages of `conversation` after `after` (below `before`, if given) from the
@@ -395,9 +396,7 @@ impl Connection {
             };
             let more = page.next_cursor.is_some();
             for message in page.items {
-                let Some(seq) = message.get("seq").and_then(Value::as_i64) else {
-                    continue;
-                };
+                let seq = message.seq;
                 if before.is_some_and(|b| seq >= b) {
                     return Ok(Some(sent));
                 }
@@ -406,7 +405,8 @@ impl Connection {
                     continue;
                 }
                 self.last_seq.insert(conversation, seq);
-                self.send(frame("message.created", &message)).await?;
+                self.send(frames::message_created(Utc::now(), &message).to_string())
+                    .await?;
                 sent += 1;
                 if sent >= REPLAY_LIMIT {
                     return Ok(None);
@@ -442,7 +442,7 @@ impl Connection {
                 }
                 self.last_seq.insert(conversation, seq);
                 if let Some(created) = published.created_at {
-                    let age = chrono::Utc::now().signed_duration_since(created);
+                    let age = Utc::now().signed_duration_since(created);
                     if let Ok(age) = age.to_std() {
                         metrics::histogram!("chat4all_push_latency_seconds")
                             .record(age.as_secs_f64());

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use chat4all_domain::{ConversationId, MessageId};
 use chat4all_projections::{ListCursor, MessagesFrom, Page};
-use serde_json::json;
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
@@ -127,11 +126,8 @@ async fn positioned(
     }
 }
 
-fn page(page: Page) -> Response {
-    json_response(
-        StatusCode::OK,
-        &json!({"items": page.items, "next_cursor": page.next_cursor}),
-    )
+fn page<T: serde::Serialize>(page: Page<T>) -> Response {
+    json_response(StatusCode::OK, &page)
 }
 
 fn conversation_not_found() -> ApiError {

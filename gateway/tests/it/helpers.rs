@@ -154,7 +154,7 @@ impl TestApp {
             chat4all_projections::ProjectorConfig {
                 topic,
                 group_id: format!("{prefix}-projections"),
-                channel_prefix: prefix,
+                prefix,
                 kafka,
             },
             None,

@@ -333,7 +333,7 @@ async fn messages_are_numbered_per_conversation_and_counted_unread_until_read() 
         .collect();
     assert_eq!(created.len(), 3);
     assert_eq!(created[2].frame["data"]["seq"], 3);
-    assert_eq!(created[0].channel, format!("conversation:{conversation}"));
+    assert_eq!(created[0].subject, format!("conversation:{conversation}"));
 
     // Everything again, as after a crash before the offsets were stored: no effect at all.
     let before = snapshot(&pool).await;

@@ -58,7 +58,7 @@ pub fn projector(
         ProjectorConfig {
             topic: KafkaSettings::events_topic(prefix),
             group_id: format!("{prefix}-projections"),
-            channel_prefix: prefix.to_owned(),
+            prefix: prefix.to_owned(),
             kafka: kafka(),
         },
         redis,
