@@ -3,18 +3,16 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
-use warp::http::StatusCode;
 use warp::{Filter, Rejection};
 
-use crate::problem::{ApiError, FieldError};
+use crate::problem::{ApiError, ErrorCode, FieldError};
 
 /// The largest JSON body the API reads (file chunks have their own bound).
 pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 fn too_large(limit: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+    ApiError::of(
+        ErrorCode::PayloadTooLarge,
         format!("the body exceeds {limit} bytes"),
     )
 }
@@ -41,9 +39,8 @@ where
     let mut body = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "body_unreadable",
+            ApiError::of(
+                ErrorCode::BodyUnreadable,
                 format!("reading the body failed: {e}"),
             )
         })?;
@@ -63,9 +60,8 @@ where
 /// `validation_failed` for JSON of the wrong shape.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
+        return Err(ApiError::of(
+            ErrorCode::MalformedJson,
             "a JSON body is required",
         ));
     }
@@ -77,17 +73,15 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             let field = if path == "." { "body".to_owned() } else { path };
             ApiError::validation(vec![FieldError::new(field, clean_message(&inner))])
         } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
+            ApiError::of(
+                ErrorCode::MalformedJson,
                 format!("the body is not valid JSON: {inner}"),
             )
         }
     })?;
     deserializer.end().map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
+        ApiError::of(
+            ErrorCode::MalformedJson,
             format!("the body is not valid JSON: {e}"),
         )
     })?;
@@ -116,6 +110,8 @@ pub fn parse_optional_json<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>
 
 #[cfg(test)]
 mod tests {
+    use warp::http::StatusCode;
+
     use super::*;
 
     #[derive(Debug, serde::Deserialize)]
@@ -143,7 +139,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_named() {
         let e = err(br#"{"name":"a","extra":1}"#);
-        assert_eq!(e.code, "validation_failed");
+        assert_eq!(e.code, ErrorCode::ValidationFailed);
         assert!(
             e.errors[0].message.contains("unknown field `extra`"),
             "{:?}",
@@ -160,16 +156,19 @@ mod tests {
 
     #[test]
     fn syntax_errors_and_invalid_utf8_are_malformed() {
-        assert_eq!(err(b"{\"name\":").code, "malformed_json");
-        assert_eq!(err(b"{\"name\":\"\xff\"}").code, "malformed_json");
-        assert_eq!(err(b"").code, "malformed_json");
-        assert_eq!(err(br#"{"name":"a"} trailing"#).code, "malformed_json");
+        assert_eq!(err(b"{\"name\":").code, ErrorCode::MalformedJson);
+        assert_eq!(err(b"{\"name\":\"\xff\"}").code, ErrorCode::MalformedJson);
+        assert_eq!(err(b"").code, ErrorCode::MalformedJson);
+        assert_eq!(
+            err(br#"{"name":"a"} trailing"#).code,
+            ErrorCode::MalformedJson
+        );
     }
 
     #[test]
     fn missing_fields_are_validation_errors() {
         let e = err(b"{}");
-        assert_eq!(e.code, "validation_failed");
+        assert_eq!(e.code, ErrorCode::ValidationFailed);
         assert!(e.errors[0].message.contains("missing field `name`"));
     }
 
@@ -177,11 +176,14 @@ mod tests {
     fn huge_numbers_and_deep_nesting_are_refused_cleanly() {
         assert_eq!(
             err(br#"{"name":"a","inner":{"count":1e400}}"#).code,
-            "malformed_json"
+            ErrorCode::MalformedJson
         );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert_eq!(err(deep.as_bytes()).status, StatusCode::BAD_REQUEST);
+        assert_eq!(err(deep.as_bytes()).status(), StatusCode::BAD_REQUEST);
         let deep_value: Result<serde_json::Value, _> = parse_json(deep.as_bytes());
-        assert_eq!(deep_value.map_err(|e| e.code).err(), Some("malformed_json"));
+        assert_eq!(
+            deep_value.map_err(|e| e.code).err(),
+            Some(ErrorCode::MalformedJson)
+        );
     }
 }

@@ -17,7 +17,7 @@ use crate::body::{bounded_bytes, MAX_BODY_BYTES};
 use crate::filters::{authenticated, request_meta, RequestMeta};
 use crate::idempotency::{self, Claim, Outcome};
 use crate::limits::Standing;
-use crate::problem::{Answered, ApiError};
+use crate::problem::{Answered, ApiError, ErrorCode};
 use crate::AppState;
 
 /// A state-changing request that may run.
@@ -50,11 +50,11 @@ fn answered(response: Response, standing: Option<&Standing>) -> Rejection {
 }
 
 fn store_unavailable() -> ApiError {
-    ApiError::unavailable(
-        "temporarily_unavailable",
+    ApiError::of(
+        ErrorCode::TemporarilyUnavailable,
         "the request could not be recorded; retry it",
-        1,
     )
+    .retry_after(1)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -62,9 +62,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     if !idempotency::valid_key(value.as_bytes()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_idempotency_key",
+        return Err(ApiError::of(
+            ErrorCode::InvalidIdempotencyKey,
             "Idempotency-Key must be 1 to 200 printable ASCII characters",
         ));
     }
@@ -96,9 +95,8 @@ pub fn command(
                     .check(principal.tenant.as_str(), principal.user.as_str())
                     .await;
                 if standing.is_some_and(|s| !s.admitted) {
-                    let refused = ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
+                    let refused = ApiError::of(
+                        ErrorCode::RateLimited,
                         "too many state-changing requests; see Retry-After",
                     );
                     return Err(answered(refused.into_response(), standing.as_ref()));
@@ -136,17 +134,15 @@ pub fn command(
                             return Err(answered(response, standing.as_ref()));
                         }
                         Outcome::Reused => {
-                            let conflict = ApiError::new(
-                                StatusCode::CONFLICT,
-                                "idempotency_key_reused",
+                            let conflict = ApiError::of(
+                                ErrorCode::IdempotencyKeyReused,
                                 "this Idempotency-Key was used for a different request",
                             );
                             return Err(answered(conflict.into_response(), standing.as_ref()));
                         }
                         Outcome::InProgress => {
-                            let mut conflict = ApiError::new(
-                                StatusCode::CONFLICT,
-                                "idempotency_key_in_use",
+                            let mut conflict = ApiError::of(
+                                ErrorCode::IdempotencyKeyInUse,
                                 "a request with this Idempotency-Key is still running",
                             )
                             .into_response();
