@@ -1,6 +1,15 @@
 //! Request bodies: bounded before they are read whole, strict JSON, errors that name the field.
+//!
+//! A body comes in one of two forms: [`bounded_bytes`], read whole (every JSON body), or
+//! [`bounded_stream`], handed over chunk by chunk as it arrives (for bodies too large to hold,
+//! like file chunks). Both refuse a body over their bound with 413, from `Content-Length`
+//! before anything is read, or as soon as a chunked body grows past it.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use warp::{Filter, Rejection};
@@ -17,39 +26,95 @@ fn too_large(limit: u64) -> ApiError {
     )
 }
 
-/// The raw body, refused with 413 as soon as it is known to exceed `limit`: from
-/// `Content-Length` before anything is read, or while streaming a chunked body.
-pub fn bounded_bytes(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+/// A request body as it arrives, cut off with 413 `payload_too_large` once more than its
+/// bound has come. After its first error it ends.
+pub struct BodyStream {
+    chunks: BoxStream<'static, Result<Bytes, warp::Error>>,
+    limit: u64,
+    read: u64,
+    done: bool,
+}
+
+impl BodyStream {
+    fn new<S, B>(chunks: S, limit: u64) -> Self
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+        B: Buf,
+    {
+        Self {
+            chunks: chunks
+                .map(|chunk| chunk.map(|mut buf| buf.copy_to_bytes(buf.remaining())))
+                .boxed(),
+            limit,
+            read: 0,
+            done: false,
+        }
+    }
+
+    /// Reads the rest of the body into one buffer (still within its bound).
+    ///
+    /// # Errors
+    /// 413 past the bound, 400 `body_unreadable` when the connection fails.
+    pub async fn collect(mut self) -> Result<Bytes, ApiError> {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = self.next().await {
+            body.put(chunk?);
+        }
+        Ok(body.freeze())
+    }
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, ApiError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let item = match self.chunks.poll_next_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        let answer = match item {
+            None => None,
+            Some(Err(e)) => Some(Err(ApiError::of(
+                ErrorCode::BodyUnreadable,
+                format!("reading the body failed: {e}"),
+            ))),
+            Some(Ok(chunk)) => {
+                self.read += chunk.len() as u64;
+                Some(if self.read > self.limit {
+                    Err(too_large(self.limit))
+                } else {
+                    Ok(chunk)
+                })
+            }
+        };
+        self.done = !matches!(answer, Some(Ok(_)));
+        Poll::Ready(answer)
+    }
+}
+
+/// The raw body as a stream bounded by `limit`; a `Content-Length` beyond it is refused with
+/// 413 before anything is read.
+pub fn bounded_stream(
+    limit: u64,
+) -> impl Filter<Extract = (BodyStream,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .and_then(move |length: Option<u64>, stream| async move {
             if length.is_some_and(|l| l > limit) {
                 return Err(warp::reject::custom(too_large(limit)));
             }
-            collect(stream, limit).await.map_err(warp::reject::custom)
+            Ok(BodyStream::new(stream, limit))
         })
 }
 
-async fn collect<S, B>(stream: S, limit: u64) -> Result<Bytes, ApiError>
-where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
-{
-    let mut stream = std::pin::pin!(stream);
-    let mut body = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::of(
-                ErrorCode::BodyUnreadable,
-                format!("reading the body failed: {e}"),
-            )
-        })?;
-        if (body.len() + chunk.remaining()) as u64 > limit {
-            return Err(too_large(limit));
-        }
-        body.put(chunk);
-    }
-    Ok(body.freeze())
+/// The raw body read whole, refused with 413 as soon as it is known to exceed `limit`.
+pub fn bounded_bytes(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    bounded_stream(limit).and_then(|body: BodyStream| async move {
+        body.collect().await.map_err(warp::reject::custom)
+    })
 }
 
 /// Parses a JSON body into `T`, naming the offending field on failure. Types meant for request
