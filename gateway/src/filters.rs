@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use chat4all_commands::CommandContext;
 use warp::http::header::AUTHORIZATION;
-use warp::http::{HeaderMap, StatusCode};
+use warp::http::HeaderMap;
 use warp::{Filter, Rejection};
 
 use crate::auth::{Principal, Scope};
-use crate::problem::ApiError;
+use crate::problem::{ApiError, ErrorCode};
 use crate::AppState;
 
 pub fn with_state(
@@ -62,9 +62,8 @@ pub fn require(principal: &Principal, scope: Scope) -> Result<(), ApiError> {
     if principal.has(scope) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "insufficient_scope",
+        Err(ApiError::of(
+            ErrorCode::InsufficientScope,
             format!("this operation needs the '{}' scope", scope.as_str()),
         ))
     }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod body;
+mod codes;
 mod error;
 mod filters;
 mod idempotency;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::GatewayError;
+pub use routes::RouteSpec;
 
 use crate::auth::{KeyRing, TokenService};
 
@@ -55,6 +57,8 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     state: Arc<AppState>,
+    router: warp::filters::BoxedFilter<(warp::reply::Response,)>,
+    routes: Vec<RouteSpec>,
     shutdown_timeout: Duration,
 }
 
@@ -141,27 +145,36 @@ impl Application {
             settings.push.clone(),
             push_stop,
         ));
+        let state = Arc::new(AppState {
+            commands,
+            queries: chat4all_projections::Queries::new(pool.clone()),
+            secret_checks: tokio::sync::Semaphore::new(routes::MAX_SECRET_CHECKS),
+            tokens,
+            pool,
+            readiness,
+            push,
+            rate_limiter: limits::RateLimiter::new(
+                publisher.clone(),
+                &settings.topic_prefix,
+                settings.rate_limit_per_minute,
+            ),
+            auth_throttle: limits::AuthThrottle::new(publisher, &settings.topic_prefix),
+            refresh_ttl_secs: settings.auth.refresh_token_ttl_secs,
+        });
+        let (router, routes) = routes::all(state.clone());
         Ok(Self {
             listener,
             addr,
-            state: Arc::new(AppState {
-                commands,
-                queries: chat4all_projections::Queries::new(pool.clone()),
-                secret_checks: tokio::sync::Semaphore::new(routes::MAX_SECRET_CHECKS),
-                tokens,
-                pool,
-                readiness,
-                push,
-                rate_limiter: limits::RateLimiter::new(
-                    publisher.clone(),
-                    &settings.topic_prefix,
-                    settings.rate_limit_per_minute,
-                ),
-                auth_throttle: limits::AuthThrottle::new(publisher, &settings.topic_prefix),
-                refresh_ttl_secs: settings.auth.refresh_token_ttl_secs,
-            }),
+            state,
+            router,
+            routes,
             shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_secs),
         })
+    }
+
+    /// Every operation the gateway serves, as its router declares them (see `routes::table`).
+    pub fn routes(&self) -> &[RouteSpec] {
+        &self.routes
     }
 
     /// The address actually bound (useful with port 0).
@@ -210,9 +223,8 @@ impl Application {
         });
         let push = self.state.push.clone();
         tokio::spawn(async move { push.renew_leases().await });
-        let routes = routes::all(self.state);
         let stop = shutdown.clone();
-        let server = warp::serve(routes)
+        let server = warp::serve(self.router)
             .incoming(self.listener)
             .graceful(async move { stop.cancelled().await })
             .run();

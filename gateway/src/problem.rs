@@ -2,7 +2,8 @@
 //!
 //! Outside `/auth/*` errors are `application/problem+json` (RFC 9457) with a stable snake_case
 //! `code` and, for validation, per-field `errors`. `/auth/*` errors use the OAuth 2.0 shape
-//! (RFC 6749 §5.2). A 5xx never carries internals: the cause chain goes to the log only.
+//! (RFC 6749 §5.2). A 5xx never carries internals: the cause chain goes to the log only. The
+//! codes themselves, and the status each goes with, are declared in [`crate::codes`].
 
 use std::convert::Infallible;
 
@@ -10,6 +11,8 @@ use chat4all_commands::CommandError;
 use chat4all_domain::conversation::ConversationError;
 use chat4all_domain::message::MessageError;
 use serde::Serialize;
+
+pub use crate::codes::{ErrorCode, OAuthCode};
 use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Rejection, Reply};
@@ -30,11 +33,10 @@ impl FieldError {
     }
 }
 
-/// An API error, rendered as problem+json.
+/// An API error, rendered as problem+json. Its status is its code's ([`ErrorCode::status`]).
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub detail: String,
     pub errors: Vec<FieldError>,
     pub retry_after: Option<u64>,
@@ -48,9 +50,9 @@ pub struct ApiError {
 impl warp::reject::Reject for ApiError {}
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    /// An answer with `code` (and so its status).
+    pub fn of(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             detail: detail.into(),
             errors: Vec::new(),
@@ -58,6 +60,18 @@ impl ApiError {
             challenge: None,
             headers: None,
         }
+    }
+
+    /// The form for callers that name the status beside the code; the status must be the
+    /// code's own (checked in debug builds), since the code decides it.
+    pub fn new(status: StatusCode, code: impl Into<ErrorCode>, detail: impl Into<String>) -> Self {
+        let code = code.into();
+        debug_assert_eq!(status, code.status(), "{code} goes with {}", code.status());
+        Self::of(code, detail)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
 
     #[must_use]
@@ -68,6 +82,13 @@ impl ApiError {
         self
     }
 
+    /// Adds `Retry-After` (seconds).
+    #[must_use]
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let detail = match errors.as_slice() {
             [one] => format!("{}: {}", one.field, one.message),
@@ -75,15 +96,16 @@ impl ApiError {
         };
         Self {
             errors,
-            ..Self::new(StatusCode::BAD_REQUEST, "validation_failed", detail)
+            ..Self::of(ErrorCode::ValidationFailed, detail)
         }
     }
 
-    pub fn field(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+    /// A 400-class `code` about one `field`.
+    pub fn field(code: ErrorCode, field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         Self {
             errors: vec![FieldError::new(field, message.clone())],
-            ..Self::new(StatusCode::BAD_REQUEST, code, format!("{field}: {message}"))
+            ..Self::of(code, format!("{field}: {message}"))
         }
     }
 
@@ -94,23 +116,12 @@ impl ApiError {
                 "Bearer error=\"invalid_token\", error_description=\"{}\"",
                 detail.replace('"', "'")
             )),
-            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_token", detail)
-        }
-    }
-
-    pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, detail)
-    }
-
-    pub fn unavailable(code: &'static str, detail: impl Into<String>, retry_after: u64) -> Self {
-        Self {
-            retry_after: Some(retry_after),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+            ..Self::of(ErrorCode::InvalidToken, detail)
         }
     }
 
     fn title(&self) -> &'static str {
-        self.status.canonical_reason().unwrap_or("Error")
+        self.status().canonical_reason().unwrap_or("Error")
     }
 
     pub fn into_response(self) -> Response {
@@ -121,22 +132,23 @@ impl ApiError {
             title: &'a str,
             status: u16,
             detail: &'a str,
-            code: &'a str,
+            code: ErrorCode,
             #[serde(skip_serializing_if = "<[_]>::is_empty")]
             errors: &'a [FieldError],
         }
+        let status = self.status();
         let body = Problem {
             kind: format!(
                 "https://chat4all.dev/problems/{}",
-                self.code.replace('_', "-")
+                self.code.as_str().replace('_', "-")
             ),
             title: self.title(),
-            status: self.status.as_u16(),
+            status: status.as_u16(),
             detail: &self.detail,
             code: self.code,
             errors: &self.errors,
         };
-        let mut response = json_response(self.status, &body);
+        let mut response = json_response(status, &body);
         set_content_type(&mut response, "application/problem+json");
         if let Some(challenge) = &self.challenge {
             insert_header(&mut response, header::WWW_AUTHENTICATE, challenge);
@@ -151,11 +163,10 @@ impl ApiError {
     }
 }
 
-/// An OAuth 2.0 error of the `/auth/*` endpoints.
-#[derive(Debug)]
+/// An OAuth 2.0 error of the `/auth/*` endpoints. Its status is its code's.
+#[derive(Debug, Clone)]
 pub struct OAuthError {
-    pub status: StatusCode,
-    pub error: &'static str,
+    pub code: OAuthCode,
     pub description: String,
     /// `Retry-After` of a throttled request.
     pub retry_after: Option<u64>,
@@ -164,47 +175,44 @@ pub struct OAuthError {
 impl warp::reject::Reject for OAuthError {}
 
 impl OAuthError {
-    pub fn bad_request(error: &'static str, description: impl Into<String>) -> Self {
+    pub fn new(code: OAuthCode, description: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
-            error,
+            code,
             description: description.into(),
             retry_after: None,
         }
     }
 
     pub fn invalid_client() -> Self {
-        Self {
-            status: StatusCode::UNAUTHORIZED,
-            error: "invalid_client",
-            description: "client authentication failed".to_owned(),
-            retry_after: None,
-        }
+        Self::new(OAuthCode::InvalidClient, "client authentication failed")
     }
 
     pub fn server_error() -> Self {
-        Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            error: "temporarily_unavailable",
-            description: "the authorization server cannot answer right now".to_owned(),
-            retry_after: None,
-        }
+        Self::new(
+            OAuthCode::TemporarilyUnavailable,
+            "the authorization server cannot answer right now",
+        )
     }
 
     /// Too many failed attempts for a client or from an address.
     pub fn throttled(retry_after: u64) -> Self {
         Self {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            error: "slow_down",
-            description: "too many failed attempts; try again later".to_owned(),
             retry_after: Some(retry_after),
+            ..Self::new(
+                OAuthCode::SlowDown,
+                "too many failed attempts; try again later",
+            )
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
     pub fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.error, "error_description": self.description});
-        let mut response = json_response(self.status, &body);
-        if self.status == StatusCode::UNAUTHORIZED {
+        let body = serde_json::json!({"error": self.code, "error_description": self.description});
+        let mut response = json_response(self.status(), &body);
+        if self.status() == StatusCode::UNAUTHORIZED {
             insert_header(
                 &mut response,
                 header::WWW_AUTHENTICATE,
@@ -248,73 +256,59 @@ fn insert_header(response: &mut Response, name: header::HeaderName, value: &str)
 
 impl From<CommandError> for ApiError {
     fn from(err: CommandError) -> Self {
-        use StatusCode as S;
+        use ErrorCode as C;
         match err {
             CommandError::Conversation(e) => {
                 let detail = e.to_string();
                 match e {
-                    ConversationError::NotFound => {
-                        Self::not_found("conversation_not_found", detail)
-                    }
-                    ConversationError::AlreadyExists => {
-                        Self::new(S::CONFLICT, "conversation_id_conflict", detail)
-                    }
+                    ConversationError::NotFound => Self::of(C::ConversationNotFound, detail),
+                    ConversationError::AlreadyExists => Self::of(C::ConversationIdConflict, detail),
                     ConversationError::DuplicateMember(_) => {
-                        Self::field("duplicate_member", "members", detail)
+                        Self::field(C::DuplicateMember, "members", detail)
                     }
                     ConversationError::CreatorNotMember => {
-                        Self::field("caller_not_member", "members", detail)
+                        Self::field(C::CallerNotMember, "members", detail)
                     }
                     ConversationError::PrivateNeedsTwoMembers { .. } => {
-                        Self::field("private_needs_two_members", "members", detail)
+                        Self::field(C::PrivateNeedsTwoMembers, "members", detail)
                     }
                     ConversationError::GroupSize { .. } => {
-                        Self::field("group_size_out_of_range", "members", detail)
+                        Self::field(C::GroupSizeOutOfRange, "members", detail)
                     }
                     ConversationError::PrivateMembersFixed => {
-                        Self::new(S::BAD_REQUEST, "private_members_fixed", detail)
+                        Self::of(C::PrivateMembersFixed, detail)
                     }
-                    ConversationError::GroupFull { .. } => {
-                        Self::new(S::CONFLICT, "group_full", detail)
-                    }
-                    ConversationError::MemberNotFound(_) => {
-                        Self::not_found("member_not_found", detail)
-                    }
-                    ConversationError::NotAllowed => Self::new(S::FORBIDDEN, "not_allowed", detail),
+                    ConversationError::GroupFull { .. } => Self::of(C::GroupFull, detail),
+                    ConversationError::MemberNotFound(_) => Self::of(C::MemberNotFound, detail),
+                    ConversationError::NotAllowed => Self::of(C::NotAllowed, detail),
                 }
             }
             CommandError::Message(e) => {
                 let detail = e.to_string();
                 match e {
-                    MessageError::IdConflict => {
-                        Self::new(S::CONFLICT, "message_id_conflict", detail)
-                    }
-                    MessageError::ConversationNotFound => {
-                        Self::not_found("conversation_not_found", detail)
-                    }
-                    MessageError::NotFound => Self::not_found("message_not_found", detail),
+                    MessageError::IdConflict => Self::of(C::MessageIdConflict, detail),
+                    MessageError::ConversationNotFound => Self::of(C::ConversationNotFound, detail),
+                    MessageError::NotFound => Self::of(C::MessageNotFound, detail),
                     MessageError::EmptyText
                     | MessageError::TextTooLong { .. }
                     | MessageError::TextHasNul => {
                         Self::validation(vec![FieldError::new("content.text", detail)])
                     }
                     MessageError::FileNotReady => {
-                        Self::field("file_not_ready", "content.file_id", detail)
+                        Self::field(C::FileNotReady, "content.file_id", detail)
                     }
-                    MessageError::NotARecipient => {
-                        Self::new(S::FORBIDDEN, "not_a_recipient", detail)
-                    }
+                    MessageError::NotARecipient => Self::of(C::NotARecipient, detail),
                     MessageError::Directory(cause) => store_unavailable(&cause),
                 }
             }
             CommandError::SeqOutOfRange { .. } => {
-                Self::field("seq_out_of_range", "up_to_seq", err.to_string())
+                Self::field(C::SeqOutOfRange, "up_to_seq", err.to_string())
             }
-            CommandError::Contention { .. } => Self::unavailable(
-                "contention",
+            CommandError::Contention { .. } => Self::of(
+                C::Contention,
                 "too many concurrent changes to the same resource; retry",
-                1,
-            ),
+            )
+            .retry_after(1),
             CommandError::Store(cause) => store_unavailable(cause.as_ref()),
         }
     }
@@ -322,11 +316,11 @@ impl From<CommandError> for ApiError {
 
 fn store_unavailable(cause: &(dyn std::error::Error + 'static)) -> ApiError {
     tracing::error!(error = %ErrorChain(cause), "event store unavailable");
-    ApiError::unavailable(
-        "store_unavailable",
+    ApiError::of(
+        ErrorCode::StoreUnavailable,
         "the event store is unavailable; retry",
-        1,
     )
+    .retry_after(1)
 }
 
 /// Displays an error with all of its sources, for logs.
@@ -389,48 +383,35 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         return Ok(e.clone().into_response());
     }
     if let Some(e) = rejection.find::<OAuthError>() {
-        return Ok(OAuthError {
-            status: e.status,
-            error: e.error,
-            description: e.description.clone(),
-            retry_after: e.retry_after,
-        }
-        .into_response());
+        return Ok(e.clone().into_response());
     }
     let error = if rejection.is_not_found() {
-        ApiError::not_found("not_found", "no such resource")
+        ApiError::of(ErrorCode::NotFound, "no such resource")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+        ApiError::of(
+            ErrorCode::MethodNotAllowed,
             "this method is not allowed on this resource",
         )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the body is too large",
-        )
+        ApiError::of(ErrorCode::PayloadTooLarge, "the body is too large")
     } else if rejection
         .find::<warp::reject::UnsupportedMediaType>()
         .is_some()
     {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+        ApiError::of(
+            ErrorCode::UnsupportedMediaType,
             "the body must be application/json",
         )
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
+        ApiError::of(ErrorCode::InvalidQuery, e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", e.to_string())
+        ApiError::of(ErrorCode::InvalidHeader, e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
-        ApiError::new(StatusCode::BAD_REQUEST, "missing_header", e.to_string())
+        ApiError::of(ErrorCode::MissingHeader, e.to_string())
     } else {
         tracing::error!(?rejection, "unhandled rejection");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+        ApiError::of(
+            ErrorCode::InternalError,
             "the request could not be processed",
         )
     };

@@ -18,11 +18,12 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use super::table::{route, RouteTable};
 use crate::auth::clients::{find_client, verify_secret, ClientRecord};
 use crate::auth::{refresh, Scope};
 use crate::body::bounded_bytes;
 use crate::filters::{strip_scheme, with_state};
-use crate::problem::{json_response, OAuthError};
+use crate::problem::{json_response, OAuthCode, OAuthError};
 use crate::AppState;
 
 /// Clients differ in whether they pad Basic credentials; both decode.
@@ -81,27 +82,22 @@ struct Raw {
 
 pub fn routes(
     state: Arc<AppState>,
+    table: &mut RouteTable,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let endpoint = |path: &'static str, endpoint: Endpoint| {
-        warp::path("auth")
-            .and(warp::path(path))
-            .and(warp::path::end())
-            .map(move || endpoint)
-    };
-    endpoint("token", Endpoint::Token)
-        .or(endpoint("refresh", Endpoint::Refresh))
+    route!(table, POST "auth" / "token")
+        .map(|| Endpoint::Token)
+        .or(route!(table, POST "auth" / "refresh").map(|| Endpoint::Refresh))
         .unify()
-        .or(endpoint("revoke", Endpoint::Revoke))
+        .or(route!(table, POST "auth" / "revoke").map(|| Endpoint::Revoke))
         .unify()
-        .or(endpoint("introspect", Endpoint::Introspect))
+        .or(route!(table, POST "auth" / "introspect").map(|| Endpoint::Introspect))
         .unify()
-        .and(warp::post())
         .and(with_state(state))
         .and(warp::header::headers_cloned())
         .and(warp::addr::remote())
         .and(bounded_bytes(MAX_TOKEN_REQUEST_BYTES).or_else(|_| async {
-            Err(warp::reject::custom(OAuthError::bad_request(
-                "invalid_request",
+            Err(warp::reject::custom(OAuthError::new(
+                OAuthCode::InvalidRequest,
                 "the request body is too large",
             )))
         }))
@@ -129,7 +125,9 @@ pub fn routes(
                     Endpoint::Revoke => revoke(&state, &raw).await,
                     Endpoint::Introspect => introspect(&state, &raw).await,
                 };
-                let status = result.as_ref().map_or_else(|e| e.status, Response::status);
+                let status = result
+                    .as_ref()
+                    .map_or_else(OAuthError::status, Response::status);
                 crate::metrics::record_request(endpoint.route(), status.as_u16(), started);
                 result.map_err(warp::reject::custom)
             },
@@ -143,15 +141,21 @@ fn parse_request(content_type: Option<&str>, body: &[u8]) -> Result<TokenRequest
         .unwrap_or_default();
     match media.as_str() {
         "application/json" => serde_json::from_slice(body).map_err(|e| {
-            OAuthError::bad_request("invalid_request", format!("the JSON body is invalid: {e}"))
+            OAuthError::new(
+                OAuthCode::InvalidRequest,
+                format!("the JSON body is invalid: {e}"),
+            )
         }),
         "application/x-www-form-urlencoded" | "" => {
             serde_urlencoded::from_bytes(body).map_err(|e| {
-                OAuthError::bad_request("invalid_request", format!("the form body is invalid: {e}"))
+                OAuthError::new(
+                    OAuthCode::InvalidRequest,
+                    format!("the form body is invalid: {e}"),
+                )
             })
         }
-        other => Err(OAuthError::bad_request(
-            "invalid_request",
+        other => Err(OAuthError::new(
+            OAuthCode::InvalidRequest,
             format!("unsupported content type {other:?}; use a form or JSON"),
         )),
     }
@@ -195,8 +199,8 @@ async fn authenticate_client(
         (Some(header), None, None) => basic_credentials(header)?,
         (None, Some(id), Some(secret)) => (id.clone(), secret.clone()),
         (Some(_), _, _) => {
-            return Err(OAuthError::bad_request(
-                "invalid_request",
+            return Err(OAuthError::new(
+                OAuthCode::InvalidRequest,
                 "authenticate the client with HTTP Basic or in the body, not both",
             ))
         }
@@ -274,7 +278,7 @@ async fn token(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
     let grant_type = request
         .grant_type
         .as_deref()
-        .ok_or_else(|| OAuthError::bad_request("invalid_request", "grant_type is required"))?;
+        .ok_or_else(|| OAuthError::new(OAuthCode::InvalidRequest, "grant_type is required"))?;
     match grant_type {
         "client_credentials" => client_credentials(state, raw, &request).await,
         "refresh_token" => {
@@ -286,12 +290,12 @@ async fn token(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
                 None
             };
             let token = request.refresh_token.as_deref().ok_or_else(|| {
-                OAuthError::bad_request("invalid_request", "refresh_token is required")
+                OAuthError::new(OAuthCode::InvalidRequest, "refresh_token is required")
             })?;
             refresh(state, token, client.as_ref()).await
         }
-        other => Err(OAuthError::bad_request(
-            "unsupported_grant_type",
+        other => Err(OAuthError::new(
+            OAuthCode::UnsupportedGrantType,
             format!("grant_type {other:?} is not supported"),
         )),
     }
@@ -312,11 +316,14 @@ async fn client_credentials(
         None | Some("") => allowed,
         Some(requested) => {
             let requested = Scope::parse_list(requested).map_err(|unknown| {
-                OAuthError::bad_request("invalid_scope", format!("unknown scope {unknown:?}"))
+                OAuthError::new(
+                    OAuthCode::InvalidScope,
+                    format!("unknown scope {unknown:?}"),
+                )
             })?;
             if let Some(extra) = requested.iter().find(|s| !allowed.contains(s)) {
-                return Err(OAuthError::bad_request(
-                    "invalid_scope",
+                return Err(OAuthError::new(
+                    OAuthCode::InvalidScope,
                     format!("the client may not request the '{}' scope", extra.as_str()),
                 ));
             }
@@ -351,7 +358,7 @@ async fn refresh(
     token: &str,
     client: Option<&ClientRecord>,
 ) -> Result<Response, OAuthError> {
-    let invalid = || OAuthError::bad_request("invalid_grant", "the refresh token is invalid");
+    let invalid = || OAuthError::new(OAuthCode::InvalidGrant, "the refresh token is invalid");
     if !refresh::looks_like_refresh_token(token) {
         return Err(invalid());
     }
@@ -379,8 +386,8 @@ async fn refresh(
                 "a rotated refresh token was presented again; its family is revoked"
             );
             revoke_access_tokens(state, &access, &grant.tenant_id, &grant.user_id).await;
-            Err(OAuthError::bad_request(
-                "invalid_grant",
+            Err(OAuthError::new(
+                OAuthCode::InvalidGrant,
                 "the refresh token was already used; every token of its family is revoked",
             ))
         }
@@ -433,8 +440,8 @@ struct RefreshBody {
 /// `POST /auth/refresh {"refresh_token"}`: the refresh grant without client authentication.
 async fn refresh_endpoint(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
     let body: RefreshBody = serde_json::from_slice(&raw.body).map_err(|e| {
-        OAuthError::bad_request(
-            "invalid_request",
+        OAuthError::new(
+            OAuthCode::InvalidRequest,
             format!("expected {{\"refresh_token\": \"...\"}}: {e}"),
         )
     })?;
@@ -450,8 +457,8 @@ async fn client_and_token(
     let request = parse_request(raw.content_type.as_deref(), &raw.body)?;
     let client = authenticate_client(state, raw, &request).await?;
     if request.token.is_none() {
-        return Err(OAuthError::bad_request(
-            "invalid_request",
+        return Err(OAuthError::new(
+            OAuthCode::InvalidRequest,
             "token is required",
         ));
     }
@@ -464,8 +471,8 @@ async fn revoke(state: &AppState, raw: &Raw) -> Result<Response, OAuthError> {
     let token = request.token.as_deref().unwrap_or_default();
     if let Some(hint) = request.token_type_hint.as_deref() {
         if !matches!(hint, "access_token" | "refresh_token") {
-            return Err(OAuthError::bad_request(
-                "unsupported_token_type",
+            return Err(OAuthError::new(
+                OAuthCode::UnsupportedTokenType,
                 format!("token_type_hint {hint:?} is not supported"),
             ));
         }

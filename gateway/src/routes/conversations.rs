@@ -13,10 +13,11 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::command::{command, Command};
+use super::table::{route, RouteTable};
 use crate::auth::{Principal, Scope};
 use crate::body::{parse_json, parse_optional_json};
 use crate::filters::{require, RequestMeta};
-use crate::problem::{json_response, ApiError, FieldError};
+use crate::problem::{json_response, ApiError, ErrorCode, FieldError};
 use crate::AppState;
 
 const MAX_NAME_CHARS: usize = 200;
@@ -49,9 +50,9 @@ struct ReadBody {
 
 pub fn routes(
     state: Arc<AppState>,
+    table: &mut RouteTable,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let create = warp::path!("v1" / "conversations")
-        .and(warp::post())
+    let create = route!(table, POST "v1" / "conversations")
         .and(command(state.clone()))
         .and_then(|cmd: Command| async move {
             let started = Instant::now();
@@ -61,27 +62,28 @@ pub fn routes(
             };
             cmd.finish("create_conversation", started, result).await
         });
-    let add_member = warp::path!("v1" / "conversations" / String / "members")
-        .and(warp::post())
-        .and(command(state.clone()))
-        .and_then(|id: String, cmd: Command| async move {
-            let started = Instant::now();
-            let result = match parse_json::<AddMemberBody>(&cmd.body) {
-                Ok(body) => add_member(&cmd.state, &cmd.principal, &cmd.meta, &id, body).await,
-                Err(e) => Err(e),
-            };
-            cmd.finish("add_member", started, result).await
-        });
-    let remove_member = warp::path!("v1" / "conversations" / String / "members" / String)
-        .and(warp::delete())
-        .and(command(state.clone()))
-        .and_then(|id: String, user: String, cmd: Command| async move {
-            let started = Instant::now();
-            let result = remove_member(&cmd.state, &cmd.principal, &cmd.meta, &id, &user).await;
-            cmd.finish("remove_member", started, result).await
-        });
-    let read = warp::path!("v1" / "conversations" / String / "read")
-        .and(warp::post())
+    let add_member =
+        route!(table, POST "v1" / "conversations" / {conversation_id: String} / "members")
+            .and(command(state.clone()))
+            .and_then(|id: String, cmd: Command| async move {
+                let started = Instant::now();
+                let result = match parse_json::<AddMemberBody>(&cmd.body) {
+                    Ok(body) => add_member(&cmd.state, &cmd.principal, &cmd.meta, &id, body).await,
+                    Err(e) => Err(e),
+                };
+                cmd.finish("add_member", started, result).await
+            });
+    let remove_member = route!(
+        table,
+        DELETE "v1" / "conversations" / {conversation_id: String} / "members" / {user_id: String}
+    )
+    .and(command(state.clone()))
+    .and_then(|id: String, user: String, cmd: Command| async move {
+        let started = Instant::now();
+        let result = remove_member(&cmd.state, &cmd.principal, &cmd.meta, &id, &user).await;
+        cmd.finish("remove_member", started, result).await
+    });
+    let read = route!(table, POST "v1" / "conversations" / {conversation_id: String} / "read")
         .and(command(state))
         .and_then(|id: String, cmd: Command| async move {
             let started = Instant::now();
@@ -122,7 +124,7 @@ fn percent_decode(segment: &str) -> Option<String> {
 /// A conversation id from the path; one that is not a UUID cannot exist.
 fn path_conversation(id: &str) -> Result<ConversationId, ApiError> {
     ConversationId::parse(id)
-        .map_err(|_| ApiError::not_found("conversation_not_found", "conversation not found"))
+        .map_err(|_| ApiError::of(ErrorCode::ConversationNotFound, "conversation not found"))
 }
 
 fn text_field(
@@ -288,7 +290,10 @@ async fn remove_member(
     let user = percent_decode(user)
         .and_then(|u| UserId::parse(&u).ok())
         .ok_or_else(|| {
-            ApiError::not_found("member_not_found", "no such member in this conversation")
+            ApiError::of(
+                ErrorCode::MemberNotFound,
+                "no such member in this conversation",
+            )
         })?;
     let position = state
         .commands

@@ -14,10 +14,11 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::command::{command, Command};
+use super::table::{route, RouteTable};
 use crate::auth::{Principal, Scope};
 use crate::body::parse_json;
 use crate::filters::{require, RequestMeta};
-use crate::problem::{json_response, ApiError, FieldError};
+use crate::problem::{json_response, ApiError, ErrorCode, FieldError};
 use crate::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -37,9 +38,9 @@ struct StatusBody {
 
 pub fn routes(
     state: Arc<AppState>,
+    table: &mut RouteTable,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let send = warp::path!("v1" / "messages")
-        .and(warp::post())
+    let send = route!(table, POST "v1" / "messages")
         .and(command(state.clone()))
         .and_then(|cmd: Command| async move {
             let started = Instant::now();
@@ -49,8 +50,7 @@ pub fn routes(
             };
             cmd.finish("send_message", started, result).await
         });
-    let status = warp::path!("v1" / "messages" / String / "status")
-        .and(warp::post())
+    let status = route!(table, POST "v1" / "messages" / {message_id: String} / "status")
         .and(command(state))
         .and_then(|id: String, cmd: Command| async move {
             let started = Instant::now();
@@ -196,7 +196,7 @@ async fn mark_status(
 ) -> Result<Response, ApiError> {
     require(principal, Scope::Write)?;
     let message_id = MessageId::parse(id)
-        .map_err(|_| ApiError::not_found("message_not_found", "message not found"))?;
+        .map_err(|_| ApiError::of(ErrorCode::MessageNotFound, "message not found"))?;
     let reply = state
         .commands
         .mark_status(

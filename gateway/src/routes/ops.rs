@@ -2,25 +2,62 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use serde_json::Value;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use super::table::{route, RouteTable};
 use crate::filters::with_state;
-use crate::problem::json_response;
+use crate::problem::{json_response, ErrorCode, OAuthCode};
 use crate::AppState;
 
-/// The OpenAPI 3.1 document of every route; a test checks it against what is served.
-pub const OPENAPI: &str = include_str!("../../openapi.json");
+/// The OpenAPI 3.1 document of every route, as written; a test checks its paths against the
+/// route table. The error codes are not written in it but filled in by [`openapi_document`].
+const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// Where the document's error schemas keep their codes, and the codes that go there.
+fn code_lists() -> [(&'static str, Vec<&'static str>); 2] {
+    [
+        (
+            "/components/schemas/Problem/properties/code",
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect(),
+        ),
+        (
+            "/components/schemas/OAuthError/properties/error",
+            OAuthCode::ALL.iter().map(|c| c.as_str()).collect(),
+        ),
+    ]
+}
+
+/// The served OpenAPI document: the written one with every error code the gateway can answer
+/// listed (`enum`) from the code enums, so the document cannot drift from the code.
+///
+/// # Errors
+/// A written document that is not JSON, or lacks one of the error schemas.
+fn openapi_document() -> Result<Bytes, String> {
+    let mut document: Value =
+        serde_json::from_str(OPENAPI).map_err(|e| format!("openapi.json is not JSON: {e}"))?;
+    for (pointer, codes) in code_lists() {
+        let schema = document
+            .pointer_mut(pointer)
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| format!("openapi.json has no schema at {pointer}"))?;
+        schema.insert("enum".to_owned(), codes.into());
+    }
+    serde_json::to_vec(&document)
+        .map(Bytes::from)
+        .map_err(|e| format!("the OpenAPI document cannot be written: {e}"))
+}
 
 pub fn routes(
     state: Arc<AppState>,
+    table: &mut RouteTable,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let health = warp::path!("health")
-        .and(warp::get())
+    let health = route!(table, GET "health")
         .map(|| json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})));
-    let ready = warp::path!("ready")
-        .and(warp::get())
+    let ready = route!(table, GET "ready")
         .and(with_state(state.clone()))
         .then(|state: Arc<AppState>| async move {
             let report = state.readiness.check().await;
@@ -31,7 +68,7 @@ pub fn routes(
             };
             json_response(status, &report)
         });
-    let metrics = warp::path!("metrics").and(warp::get()).map(|| {
+    let metrics = route!(table, GET "metrics").map(|| {
         let mut response = Response::new(crate::metrics::render().into());
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -39,12 +76,16 @@ pub fn routes(
         );
         response
     });
-    let jwks = warp::path!(".well-known" / "jwks.json")
-        .and(warp::get())
+    let jwks = route!(table, GET ".well-known" / "jwks.json")
         .and(with_state(state))
         .map(|state: Arc<AppState>| json_response(StatusCode::OK, &state.tokens.jwks()));
-    let openapi = warp::path!("openapi.json").and(warp::get()).map(|| {
-        let mut response = Response::new(OPENAPI.into());
+    let document = openapi_document().unwrap_or_else(|e| {
+        // Caught by this module's tests; a document without its code lists still beats none.
+        tracing::error!("serving the OpenAPI document as written: {e}");
+        Bytes::from_static(OPENAPI.as_bytes())
+    });
+    let openapi = route!(table, GET "openapi.json").map(move || {
+        let mut response = Response::new(document.clone().into());
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -60,4 +101,26 @@ pub fn routes(
         .unify()
         .or(jwks)
         .unify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_document_lists_every_error_code() {
+        let document = openapi_document().unwrap_or_else(|e| panic!("{e}"));
+        let document: Value = serde_json::from_slice(&document).unwrap_or_default();
+        for (pointer, codes) in code_lists() {
+            assert_eq!(
+                document.pointer(&format!("{pointer}/enum")),
+                Some(&Value::from(codes)),
+                "{pointer}"
+            );
+        }
+        assert_eq!(
+            document.pointer("/components/schemas/Problem/properties/code/enum/0"),
+            Some(&Value::from("validation_failed"))
+        );
+    }
 }

@@ -14,9 +14,10 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::answer;
+use super::table::{route, RouteTable};
 use crate::auth::{Principal, Scope};
 use crate::filters::{authenticated, require, with_state};
-use crate::problem::{json_response, ApiError};
+use crate::problem::{json_response, ApiError, ErrorCode};
 use crate::AppState;
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -34,9 +35,8 @@ fn params() -> impl Filter<Extract = (Params,), Error = Rejection> + Clone {
             serde_urlencoded::from_str::<Vec<(String, String)>>(&raw)
                 .map(|pairs| pairs.into_iter().collect::<Params>())
                 .map_err(|e| {
-                    warp::reject::custom(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_query",
+                    warp::reject::custom(ApiError::of(
+                        ErrorCode::InvalidQuery,
                         format!("the query string is malformed: {e}"),
                     ))
                 })
@@ -52,7 +52,7 @@ fn number(params: &Params, name: &str, min: i64, max: i64) -> Result<Option<i64>
                 .filter(|n| (min..=max).contains(n))
                 .ok_or_else(|| {
                     ApiError::field(
-                        "validation_failed",
+                        ErrorCode::ValidationFailed,
                         name,
                         format!("must be an integer from {min} to {max}"),
                     )
@@ -66,7 +66,11 @@ fn limit(params: &Params) -> Result<i64, ApiError> {
 }
 
 fn invalid_cursor() -> ApiError {
-    ApiError::field("invalid_cursor", "cursor", "not a cursor this API issued")
+    ApiError::field(
+        ErrorCode::InvalidCursor,
+        "cursor",
+        "not a cursor this API issued",
+    )
 }
 
 /// Waits until the read models reflect the event at `min_position`, if one was asked for.
@@ -88,11 +92,11 @@ async fn wait_for(
             Ok(true) => return Ok(()),
             Ok(false) if Instant::now() < deadline => tokio::time::sleep(MIN_POSITION_POLL).await,
             Ok(false) => {
-                return Err(ApiError::unavailable(
-                    "projection_lagging",
+                return Err(ApiError::of(
+                    ErrorCode::ProjectionLagging,
                     format!("the read models have not reached position {position} yet"),
-                    1,
-                ))
+                )
+                .retry_after(1))
             }
             Err(e) => return Err(read_failed(&e)),
         }
@@ -101,11 +105,11 @@ async fn wait_for(
 
 fn read_failed(e: &sqlx::Error) -> ApiError {
     tracing::error!("reading the read models failed: {e}");
-    ApiError::unavailable(
-        "store_unavailable",
+    ApiError::of(
+        ErrorCode::StoreUnavailable,
         "the read models are unavailable; retry",
-        1,
     )
+    .retry_after(1)
 }
 
 /// Adds `X-Projection-Position` to an answer.
@@ -131,7 +135,7 @@ fn page<T: serde::Serialize>(page: Page<T>) -> Response {
 }
 
 fn conversation_not_found() -> ApiError {
-    ApiError::not_found("conversation_not_found", "conversation not found")
+    ApiError::of(ErrorCode::ConversationNotFound, "conversation not found")
 }
 
 async fn list(state: &AppState, p: &Principal, params: &Params) -> Result<Response, ApiError> {
@@ -191,7 +195,7 @@ async fn messages(
         (None, None, None) => MessagesFrom::Before(i64::MAX),
         _ => {
             return Err(ApiError::field(
-                "validation_failed",
+                ErrorCode::ValidationFailed,
                 "before_seq",
                 "give at most one of before_seq, after_seq and cursor",
             ))
@@ -219,7 +223,7 @@ async fn message(
     params: &Params,
 ) -> Result<Response, ApiError> {
     require(p, Scope::Read)?;
-    let not_found = || ApiError::not_found("message_not_found", "message not found");
+    let not_found = || ApiError::of(ErrorCode::MessageNotFound, "message not found");
     let message = MessageId::parse(id).map_err(|_| not_found())?;
     wait_for(state, p, params).await?;
     let found = state
@@ -234,9 +238,9 @@ async fn message(
 
 pub fn routes(
     state: Arc<AppState>,
+    table: &mut RouteTable,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let list = warp::path!("v1" / "conversations")
-        .and(warp::get())
+    let list = route!(table, GET "v1" / "conversations")
         .and(with_state(state.clone()))
         .and(authenticated(state.clone()))
         .and(params())
@@ -247,8 +251,7 @@ pub fn routes(
                 answer("list_conversations", started, result)
             },
         );
-    let detail = warp::path!("v1" / "conversations" / String)
-        .and(warp::get())
+    let detail = route!(table, GET "v1" / "conversations" / {conversation_id: String})
         .and(with_state(state.clone()))
         .and(authenticated(state.clone()))
         .and(params())
@@ -259,20 +262,19 @@ pub fn routes(
                 answer("get_conversation", started, result)
             },
         );
-    let messages = warp::path!("v1" / "conversations" / String / "messages")
-        .and(warp::get())
-        .and(with_state(state.clone()))
-        .and(authenticated(state.clone()))
-        .and(params())
-        .and_then(
-            |id: String, state: Arc<AppState>, p: Principal, params: Params| async move {
-                let started = Instant::now();
-                let result = positioned(&state, messages(&state, &p, &id, &params).await).await;
-                answer("list_messages", started, result)
-            },
-        );
-    let message = warp::path!("v1" / "messages" / String)
-        .and(warp::get())
+    let messages =
+        route!(table, GET "v1" / "conversations" / {conversation_id: String} / "messages")
+            .and(with_state(state.clone()))
+            .and(authenticated(state.clone()))
+            .and(params())
+            .and_then(
+                |id: String, state: Arc<AppState>, p: Principal, params: Params| async move {
+                    let started = Instant::now();
+                    let result = positioned(&state, messages(&state, &p, &id, &params).await).await;
+                    answer("list_messages", started, result)
+                },
+            );
+    let message = route!(table, GET "v1" / "messages" / {message_id: String})
         .and(with_state(state.clone()))
         .and(authenticated(state))
         .and(params())

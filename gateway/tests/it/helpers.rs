@@ -2,7 +2,8 @@
 
 use chat4all_domain::{TenantId, UserId};
 use chat4all_gateway::auth::{create_client, NewClient, Scope};
-use chat4all_gateway::Application;
+use chat4all_gateway::problem::ErrorCode;
+use chat4all_gateway::{Application, RouteSpec};
 use chat4all_platform::Settings;
 use chat4all_testsupport::database::fresh_database;
 use reqwest::header::HeaderMap;
@@ -21,6 +22,8 @@ pub struct TestApp {
     env: Vec<(String, String)>,
     pub pool: PgPool,
     pub http: reqwest::Client,
+    /// What the gateway's router declares it serves.
+    pub routes: Vec<RouteSpec>,
     stop: CancellationToken,
 }
 
@@ -85,6 +88,11 @@ impl Answer {
         );
         assert_eq!(self.body["status"], status);
         assert!(self.body["title"].is_string() && self.body["type"].is_string());
+        assert_eq!(
+            ErrorCode::parse(code).map(|c| c.status().as_u16()),
+            Some(status),
+            "{code} is not an ErrorCode answered with {status}"
+        );
         self
     }
 
@@ -204,6 +212,7 @@ impl TestApp {
         let settings = Settings::load_from(None, vars).unwrap();
         let app = Application::build(&settings).await.unwrap();
         let base = format!("http://{}", app.local_addr());
+        let routes = app.routes().to_vec();
         let stop = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(stop.clone()));
         Self {
@@ -214,6 +223,7 @@ impl TestApp {
             env,
             pool,
             http: reqwest::Client::new(),
+            routes,
             stop,
         }
     }

@@ -1,5 +1,8 @@
 //! Operations endpoints, the JWK set, and answers for routes that do not exist.
 
+use std::collections::BTreeSet;
+
+use chat4all_gateway::problem::{ErrorCode, OAuthCode};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -86,9 +89,10 @@ async fn unknown_routes_and_wrong_methods_are_problems() {
     );
 }
 
-/// Requests every operation the OpenAPI document lists, with placeholder ids and no
-/// credentials: each must be served (whatever it answers), never the router's own 404/405.
-/// And every route the gateway serves must be in the document.
+/// Holds the OpenAPI document against the router's own route table, both ways: a route served
+/// but not documented fails, as does one documented but not served. Each documented operation
+/// is also requested, with placeholder ids and no credentials: it must be answered by its
+/// route, never by the router's own 404/405.
 #[tokio::test]
 async fn the_openapi_document_lists_exactly_the_served_routes() {
     let app = TestApp::spawn().await;
@@ -96,7 +100,7 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
     assert_eq!(document.status, StatusCode::OK);
     assert_eq!(document.body["openapi"], "3.1.0");
     let paths = document.body["paths"].as_object().unwrap();
-    let mut documented = std::collections::BTreeSet::new();
+    let mut documented = BTreeSet::new();
     for (path, operations) in paths {
         for method in operations.as_object().unwrap().keys() {
             documented.insert(format!("{} {path}", method.to_uppercase()));
@@ -118,32 +122,15 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
             );
         }
     }
-    // The route table, as the gateway serves it.
-    let served = [
-        "POST /auth/token",
-        "POST /auth/refresh",
-        "POST /auth/revoke",
-        "POST /auth/introspect",
-        "GET /.well-known/jwks.json",
-        "GET /health",
-        "GET /ready",
-        "GET /metrics",
-        "GET /openapi.json",
-        "GET /ws",
-        "POST /v1/conversations",
-        "GET /v1/conversations",
-        "GET /v1/conversations/{conversation_id}",
-        "POST /v1/conversations/{conversation_id}/members",
-        "DELETE /v1/conversations/{conversation_id}/members/{user_id}",
-        "POST /v1/conversations/{conversation_id}/read",
-        "GET /v1/conversations/{conversation_id}/messages",
-        "POST /v1/messages",
-        "GET /v1/messages/{message_id}",
-        "POST /v1/messages/{message_id}/status",
-    ];
-    let served: std::collections::BTreeSet<String> =
-        served.iter().map(|s| (*s).to_owned()).collect();
-    assert_eq!(documented, served);
+    let served: BTreeSet<String> = app.routes.iter().map(ToString::to_string).collect();
+    assert_eq!(served.len(), app.routes.len(), "a route is declared twice");
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served, not documented: {undocumented:?}"
+    );
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(unserved.is_empty(), "documented, not served: {unserved:?}");
     // Everything a schema points at exists.
     let text = document.body.to_string();
     for reference in text.split("\"$ref\":\"#/components/").skip(1) {
@@ -154,4 +141,29 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
             "dangling reference {target}"
         );
     }
+}
+
+/// The error codes a client may meet are listed in the document, exactly those the gateway has.
+#[tokio::test]
+async fn the_openapi_document_lists_every_error_code() {
+    let app = TestApp::spawn().await;
+    let document = app.get("/openapi.json").await;
+    let schemas = &document.body["components"]["schemas"];
+
+    let problem_codes = ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        schemas["Problem"]["properties"]["code"]["enum"],
+        json!(problem_codes)
+    );
+    let oauth_codes = OAuthCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        schemas["OAuthError"]["properties"]["error"]["enum"],
+        json!(oauth_codes)
+    );
 }
