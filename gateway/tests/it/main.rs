@@ -4,12 +4,16 @@
 
 mod auth;
 mod conversations;
+mod following;
 mod hardening;
 mod helpers;
 mod limits;
 mod membership;
 mod messages;
 mod ops;
+mod push;
 mod queries;
+mod resume;
 mod status;
 mod tokens;
+mod ws;
