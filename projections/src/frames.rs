@@ -112,6 +112,10 @@ pub struct MembershipChanged<'a> {
     pub added_by: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub removed_by: Option<&'a str>,
+    /// On a join: the conversation's last `seq` when the member joined. What follows is theirs,
+    /// so a socket that starts following the conversation on this frame fetches from here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<i64>,
 }
 
 /// A membership change goes to the conversation's subscribers and to the user's own, so that the
@@ -260,6 +264,7 @@ mod tests {
                 user_id: "dave",
                 added_by: None,
                 removed_by: Some("alice"),
+                last_seq: None,
             },
         );
         assert_eq!(to_conversation.frame["type"], "conversation.member_left");

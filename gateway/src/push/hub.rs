@@ -31,6 +31,8 @@ pub struct Published {
     /// The user the event is about (`user_id`).
     pub user: Option<String>,
     pub seq: Option<i64>,
+    /// A join's `last_seq`: where the new member's part of the conversation starts.
+    pub last_seq: Option<i64>,
     pub created_at: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// The revoked token of an internal revocation frame.
     pub jti: Option<String>,
@@ -64,6 +66,7 @@ impl Published {
                 .and_then(|c| uuid::Uuid::parse_str(c).ok()),
             user: text(&data, "user_id"),
             seq: data.get("seq").and_then(serde_json::Value::as_i64),
+            last_seq: data.get("last_seq").and_then(serde_json::Value::as_i64),
             created_at: text(&data, "created_at")
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()),
             jti: text(&data, "jti"),

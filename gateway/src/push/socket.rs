@@ -360,10 +360,9 @@ impl Connection {
             }
             let known = self.last_seq.get(&conversation).copied().unwrap_or(0);
             self.last_seq.insert(conversation, seq.max(known));
-            match self.fill(conversation, seq, None).await? {
-                Some(count) => replayed += count,
-                None => recovered = false,
-            }
+            let (sent, complete) = self.fill(conversation, seq, None).await?;
+            replayed += sent;
+            recovered &= complete;
         }
         let replayed = u64::try_from(replayed).unwrap_or(u64::MAX);
         let completed = frames::resume_completed(Utc::now(), recovered, replayed);
@@ -371,13 +370,14 @@ impl Connection {
     }
 
     /// Sends the messages of `conversation` after `after` (below `before`, if given) from the
-    /// read models; `None` when there were too many, or the read models could not answer.
+    /// read models, at most [`REPLAY_LIMIT`]; returns how many it sent, and whether that was
+    /// all of them (false when there were more, or the read models could not answer).
     async fn fill(
         &mut self,
         conversation: Uuid,
         mut after: i64,
         before: Option<i64>,
-    ) -> Result<Option<usize>, Close> {
+    ) -> Result<(usize, bool), Close> {
         let mut sent = 0;
         loop {
             let page = self
@@ -392,28 +392,29 @@ impl Connection {
                 )
                 .await;
             let Ok(Some(page)) = page else {
-                return Ok(None);
+                return Ok((sent, false));
             };
             let more = page.next_cursor.is_some();
             for message in page.items {
                 let seq = message.seq;
                 if before.is_some_and(|b| seq >= b) {
-                    return Ok(Some(sent));
+                    return Ok((sent, true));
                 }
                 after = seq;
                 if seq <= self.last_seq.get(&conversation).copied().unwrap_or(0) {
                     continue;
                 }
+                // Only a message beyond the limit makes the replay incomplete.
+                if sent >= REPLAY_LIMIT {
+                    return Ok((sent, false));
+                }
                 self.last_seq.insert(conversation, seq);
                 self.send(frames::message_created(Utc::now(), &message).to_string())
                     .await?;
                 sent += 1;
-                if sent >= REPLAY_LIMIT {
-                    return Ok(None);
-                }
             }
             if !more {
-                return Ok(Some(sent));
+                return Ok((sent, true));
             }
         }
     }
@@ -430,6 +431,9 @@ impl Connection {
                 let Some(seq) = published.seq else {
                     return Ok(());
                 };
+                if !self.conversations.contains(&conversation) {
+                    return Ok(());
+                }
                 if let Some(&last) = self.last_seq.get(&conversation) {
                     if seq <= last {
                         return Ok(());
@@ -456,15 +460,14 @@ impl Connection {
                     if self.conversations.insert(conversation) {
                         self.subscribe(vec![format!("conversation:{conversation}")])
                             .await;
-                        if published.kind == "conversation.created" {
-                            // Its first messages may have been published before this socket
-                            // listened: the client gets them from the read models, after the
-                            // creation itself.
-                            self.send_frame(published.frame.clone()).await?;
-                            self.last_seq.insert(conversation, 0);
-                            self.fill(conversation, 0, None).await?;
-                            return Ok(());
-                        }
+                        // Messages after the creation or the join may have been published
+                        // before this socket listened: the client gets them from the read
+                        // models, after the creation or join itself.
+                        let from = published.last_seq.unwrap_or(0);
+                        self.send_frame(published.frame.clone()).await?;
+                        self.last_seq.insert(conversation, from);
+                        self.fill(conversation, from, None).await?;
+                        return Ok(());
                     }
                 } else {
                     // The user's own join also arrives on the user's channel.
@@ -489,6 +492,14 @@ impl Connection {
                 return Ok(());
             }
             _ => {}
+        }
+        // A conversation the user is not (or no longer) in: its channel still delivers what
+        // was published before the unsubscription took effect, which is not for this user.
+        if let Some(conversation) = published.conversation {
+            let own_leave = published.kind == "conversation.member_left" && about_me;
+            if !own_leave && !self.conversations.contains(&conversation) {
+                return Ok(());
+            }
         }
         self.send_frame(published.frame.clone()).await
     }

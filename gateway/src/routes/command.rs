@@ -299,7 +299,7 @@ mod tests {
     /// A gateway's state on a fresh database, with `rate_limit` state-changing requests per
     /// minute (0: off), under a Redis prefix of its own.
     async fn state(rate_limit: u32) -> Arc<AppState> {
-        let (options, _pool) = chat4all_commands::testing::fresh_database().await;
+        let (options, _pool) = chat4all_testsupport::database::fresh_database().await;
         let env = [
             (
                 "DATABASE_URL",

@@ -14,7 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub base: String,
-    pipeline: Option<tokio::task::JoinHandle<()>>,
+    /// The relay behind this gateway, when running.
+    relay: Option<Worker>,
+    /// The projector behind this gateway, when running.
+    projector: Option<Worker>,
     database_url: String,
     /// The deployment prefix (Kafka topics, Redis keys and channels) of this test alone.
     pub prefix: String,
@@ -30,10 +33,19 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
-        if let Some(pipeline) = self.pipeline.take() {
-            pipeline.abort();
+        for worker in [self.relay.take(), self.projector.take()]
+            .into_iter()
+            .flatten()
+        {
+            worker.handle.abort();
         }
     }
+}
+
+/// A task of the pipeline and what stops it.
+struct Worker {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
 }
 
 /// An answer: status, headers and the body parsed as JSON (`Value::Null` when empty).
@@ -110,6 +122,18 @@ impl Answer {
     }
 }
 
+/// The test broker, with the partitioning of the tests' topics.
+fn test_kafka() -> chat4all_platform::KafkaSettings {
+    chat4all_platform::KafkaSettings {
+        bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+            .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
+        partitions: 4,
+        replication_factor: 1,
+        min_insync_replicas: 1,
+        group_instance_id: None,
+    }
+}
+
 impl TestApp {
     /// A gateway of its own, without a rate limit (tests of the limit turn it on).
     pub async fn spawn() -> Self {
@@ -131,47 +155,70 @@ impl TestApp {
     }
 
     /// A gateway with the rest of the engine behind it: a relay and a projector on the test
-    /// broker, under a deployment prefix of their own.
+    /// broker, under a deployment prefix of their own, the projector announcing on Redis for
+    /// the gateway's sockets.
     pub async fn spawn_with_pipeline() -> Self {
         let mut app = Self::spawn().await;
-        let prefix = app.prefix.clone();
-        let kafka = chat4all_platform::KafkaSettings {
-            bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS")
-                .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
-            partitions: 4,
-            replication_factor: 1,
-            min_insync_replicas: 1,
-            group_instance_id: None,
-        };
-        let topic = chat4all_platform::KafkaSettings::events_topic(&prefix);
-        let options: sqlx::postgres::PgConnectOptions = app.database_url.parse().unwrap();
-        let relay = chat4all_relay::Relay::new(
+        app.start_relay();
+        let topic = chat4all_platform::KafkaSettings::events_topic(&app.prefix);
+        let redis_url = app
+            .env
+            .iter()
+            .find(|(k, _)| k == "REDIS_URL")
+            .map_or("redis://127.0.0.1:6379", |(_, v)| v.as_str());
+        let announcer = redis::aio::ConnectionManager::new_lazy_with_config(
+            redis::Client::open(redis_url).unwrap(),
+            redis::aio::ConnectionManagerConfig::new(),
+        )
+        .unwrap();
+        let projector = chat4all_projections::Projector::new(
             app.pool.clone(),
+            chat4all_projections::ProjectorConfig {
+                topic,
+                group_id: format!("{}-projections", app.prefix),
+                prefix: app.prefix.clone(),
+                kafka: test_kafka(),
+            },
+            Some(announcer),
+        );
+        let stop = app.stop.child_token();
+        let run = stop.clone();
+        let handle = tokio::spawn(async move { projector.run(run).await });
+        app.projector = Some(Worker { stop, handle });
+        app
+    }
+
+    /// Starts the relay of this app (again after [`Self::stop_relay`]: it goes on from its
+    /// checkpoint, so everything stored meanwhile reaches the broker, and the projector,
+    /// together).
+    pub fn start_relay(&mut self) {
+        assert!(self.relay.is_none(), "the relay is already running");
+        let options: sqlx::postgres::PgConnectOptions = self.database_url.parse().unwrap();
+        let relay = chat4all_relay::Relay::new(
+            self.pool.clone(),
             options,
             chat4all_relay::RelayConfig {
-                deployment: prefix.clone(),
-                topic: topic.clone(),
-                kafka: kafka.clone(),
+                deployment: self.prefix.clone(),
+                topic: chat4all_platform::KafkaSettings::events_topic(&self.prefix),
+                kafka: test_kafka(),
                 batch_size: 500,
                 idle_poll: std::time::Duration::from_millis(200),
                 delivery_timeout: std::time::Duration::from_secs(10),
             },
         );
-        let projector = chat4all_projections::Projector::new(
-            app.pool.clone(),
-            chat4all_projections::ProjectorConfig {
-                topic,
-                group_id: format!("{prefix}-projections"),
-                prefix,
-                kafka,
-            },
-            None,
-        );
-        let stop = app.stop.clone();
-        app.pipeline = Some(tokio::spawn(async move {
-            tokio::join!(relay.run(stop.clone()), projector.run(stop));
-        }));
-        app
+        let stop = self.stop.child_token();
+        let run = stop.clone();
+        let handle = tokio::spawn(async move { relay.run(run).await });
+        self.relay = Some(Worker { stop, handle });
+    }
+
+    /// Stops the relay and waits until it has: what is stored from now on stays unpublished
+    /// (so unprojected and unannounced) until [`Self::start_relay`].
+    pub async fn stop_relay(&mut self) {
+        if let Some(worker) = self.relay.take() {
+            worker.stop.cancel();
+            worker.handle.await.unwrap();
+        }
     }
 
     pub async fn get_as(&self, path: &str, token: &str) -> Answer {
@@ -217,7 +264,8 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped(stop.clone()));
         Self {
             base,
-            pipeline: None,
+            relay: None,
+            projector: None,
             database_url: url,
             prefix,
             env,

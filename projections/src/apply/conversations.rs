@@ -132,6 +132,7 @@ impl Working {
                             user_id: joined.user_id.as_str(),
                             added_by: Some(joined.added_by.as_str()),
                             removed_by: None,
+                            last_seq: Some(last_seq),
                         },
                     ));
                 }
@@ -152,6 +153,7 @@ impl Working {
                             user_id: left.user_id.as_str(),
                             added_by: None,
                             removed_by: Some(left.removed_by.as_str()),
+                            last_seq: None,
                         },
                     ));
                 }
