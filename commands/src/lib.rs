@@ -15,8 +15,6 @@ mod executor;
 mod repository;
 mod service;
 mod snapshot;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use context::CommandContext;
 pub use directory::StoreDirectory;

@@ -4,13 +4,10 @@
 
 use std::io::Write;
 
-use chat4all_domain::{TenantId, UserId};
-use chat4all_gateway::auth::{create_client, Scope};
-use chat4all_gateway::Application;
-use chat4all_platform::Settings;
+use chat4all_testsupport::auth::{client, Scope};
 use chat4all_testsupport::database::fresh_database;
+use chat4all_testsupport::engine::{Gateway, Settings};
 use sqlx::ConnectOptions;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_users_run_the_reference_mix_and_get_a_report() {
@@ -26,24 +23,15 @@ async fn three_users_run_the_reference_mix_and_get_a_report() {
         .map(|(k, v)| (k.to_owned(), v)),
     )
     .unwrap();
-    let app = Application::build(&settings).await.unwrap();
-    let host = format!("http://{}", app.local_addr());
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let gateway = Gateway::start(&settings).await;
+    let host = gateway.base.clone();
 
     let dir = std::env::temp_dir().join(format!("c4a-load-{}", uuid_like(&options)));
     std::fs::create_dir_all(&dir).unwrap();
     let clients = dir.join("clients.jsonl");
     let mut file = std::fs::File::create(&clients).unwrap();
     for user in ["ann", "ben", "cat"] {
-        let client = create_client(
-            &pool,
-            &TenantId::parse("load").unwrap(),
-            &UserId::parse(user).unwrap(),
-            &[Scope::Read, Scope::Write],
-        )
-        .await
-        .unwrap();
+        let client = client(&pool, "load", user, &[Scope::Read, Scope::Write]).await;
         writeln!(file, "{}", serde_json::to_string(&client).unwrap()).unwrap();
     }
     drop(file);
@@ -96,8 +84,7 @@ async fn three_users_run_the_reference_mix_and_get_a_report() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("CHAT4ALL_LOAD_CLIENTS"));
 
-    stop.cancel();
-    let _ = server.await;
+    gateway.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

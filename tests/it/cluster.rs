@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::create_conversation;
 use chat4all_commands::{CommandService, Limits, SendMessageRequest};
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::MessageContent;
@@ -17,6 +16,7 @@ use chat4all_projections::{Projector, ProjectorConfig};
 use chat4all_relay::{Relay, RelayConfig};
 use chat4all_testsupport::database::fresh_database;
 use chat4all_testsupport::kafka::{consume, Record};
+use chat4all_testsupport::writes::create_conversation;
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
@@ -148,7 +148,7 @@ async fn killing_a_partition_leader_loses_and_doubles_nothing() {
                 };
                 let sent = service
                     .send_message(
-                        &chat4all_commands::testing::context("alice"),
+                        &chat4all_testsupport::writes::context("alice"),
                         request,
                         Utc::now(),
                     )

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `chat4all` binary: the real executable, the real services.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod architecture;
 mod bench;
 mod broker;
 mod cli;

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat4all_commands::testing::create_conversation;
 use chat4all_commands::{CommandContext, CommandService, Limits, SendMessageRequest};
 use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::MessageContent;
 use chat4all_domain::ConversationId;
 use chat4all_testsupport::database::fresh_database;
+use chat4all_testsupport::writes::create_conversation;
 use chrono::Utc;
 use sqlx::{ConnectOptions, PgPool};
 use tokio::task::JoinHandle;
@@ -22,7 +22,7 @@ use crate::process::{message, Process};
 const MESSAGES: usize = 800;
 
 fn ctx(user: &str) -> CommandContext {
-    chat4all_commands::testing::context(user)
+    chat4all_testsupport::writes::context(user)
 }
 
 /// A store, a relay process and the environment projector processes need.

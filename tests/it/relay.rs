@@ -24,7 +24,7 @@ fn bootstrap() -> String {
 }
 
 fn ctx() -> CommandContext {
-    chat4all_commands::testing::context("alice")
+    chat4all_testsupport::writes::context("alice")
 }
 
 /// Writers sending messages into a few conversations until `total` messages are sent.

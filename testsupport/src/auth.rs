@@ -2,7 +2,9 @@
 //! asking the running gateway's `/auth/token`.
 
 use chat4all_domain::{TenantId, UserId};
-use chat4all_gateway::auth::{create_client, NewClient, Scope};
+pub use chat4all_gateway::auth::{NewClient, Scope};
+
+use chat4all_gateway::auth::create_client;
 use sqlx::PgPool;
 
 /// Registers a client of `user` in `tenant` with `scopes`.

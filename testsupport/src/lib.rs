@@ -10,5 +10,7 @@
 
 pub mod auth;
 pub mod database;
+pub mod engine;
 pub mod kafka;
 pub mod metrics;
+pub mod writes;

@@ -8,11 +8,11 @@ use chat4all_testsupport::database::fresh_database;
 use chrono::Utc;
 
 fn ctx(user: &str) -> CommandContext {
-    chat4all_commands::testing::context(user)
+    chat4all_testsupport::writes::context(user)
 }
 
 async fn group(service: &CommandService) -> chat4all_domain::ConversationId {
-    chat4all_commands::testing::create_conversation(
+    chat4all_testsupport::writes::create_conversation(
         service,
         ConversationKind::Group,
         &["alice", "bob", "carol"],

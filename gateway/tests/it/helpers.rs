@@ -194,17 +194,12 @@ impl TestApp {
     pub fn start_relay(&mut self) {
         assert!(self.relay.is_none(), "the relay is already running");
         let options: sqlx::postgres::PgConnectOptions = self.database_url.parse().unwrap();
-        let relay = chat4all_relay::Relay::new(
-            self.pool.clone(),
+        let relay = chat4all_testsupport::engine::relay(
+            &self.pool,
             options,
-            chat4all_relay::RelayConfig {
-                deployment: self.prefix.clone(),
-                topic: chat4all_platform::KafkaSettings::events_topic(&self.prefix),
-                kafka: test_kafka(),
-                batch_size: 500,
-                idle_poll: std::time::Duration::from_millis(200),
-                delivery_timeout: std::time::Duration::from_secs(10),
-            },
+            &self.prefix,
+            test_kafka(),
+            500,
         );
         let stop = self.stop.child_token();
         let run = stop.clone();

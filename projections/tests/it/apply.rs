@@ -1,21 +1,19 @@
 //! Applying the store's events, in the relay's order, builds the read models; applying them
 //! again changes nothing.
 
-use chat4all_commands::{
-    CommandContext, CommandService, CreateConversationRequest, Limits, SendMessageRequest,
-};
-use chat4all_domain::conversation::ConversationKind;
-use chat4all_domain::message::{MessageContent, RecipientStatus};
-use chat4all_domain::{ConversationId, MessageId, UserId};
 use chat4all_eventstore::{read_batch, Checkpoint, Envelope};
 pub use chat4all_projections::testing::snapshot;
 use chat4all_projections::{apply, apply_batch, Notification};
 use chat4all_testsupport::database::fresh_database;
+use chat4all_testsupport::writes::{
+    create_conversation, CommandContext, CommandService, ConversationId, ConversationKind,
+    CreateConversationRequest, Limits, MessageId, RecipientStatus, UserId,
+};
 use chrono::Utc;
 use sqlx::{Connection, PgPool};
 
 pub fn ctx(user: &str) -> CommandContext {
-    chat4all_commands::testing::context(user)
+    chat4all_testsupport::writes::context(user)
 }
 
 pub async fn send(
@@ -24,19 +22,7 @@ pub async fn send(
     conversation: ConversationId,
     text: &str,
 ) -> MessageId {
-    let request = SendMessageRequest {
-        message_id: None,
-        conversation_id: conversation,
-        content: MessageContent::Text {
-            text: text.to_owned(),
-        },
-        channels: vec![],
-    };
-    service
-        .send_message(&ctx(user), request, Utc::now())
-        .await
-        .unwrap()
-        .message_id
+    chat4all_testsupport::writes::send_text(service, user, conversation, text).await
 }
 
 /// Applies every stored event in the relay's order, in one transaction per event.
@@ -109,18 +95,13 @@ async fn a_batch_applies_exactly_as_the_same_events_one_by_one() {
     let (_, pool) = fresh_database().await;
     let service = CommandService::new(pool.clone(), Limits::default());
     let user = |u: &str| UserId::parse(u).unwrap();
-    let group = chat4all_commands::testing::create_conversation(
+    let group = create_conversation(
         &service,
         ConversationKind::Group,
         &["alice", "bob", "carol"],
     )
     .await;
-    let private = chat4all_commands::testing::create_conversation(
-        &service,
-        ConversationKind::Private,
-        &["alice", "bob"],
-    )
-    .await;
+    let private = create_conversation(&service, ConversationKind::Private, &["alice", "bob"]).await;
     let first = send(&service, "alice", group, "one").await;
     send(&service, "bob", private, "hi").await;
     send(&service, "bob", group, "two").await;

@@ -4,15 +4,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chat4all_commands::{CommandService, CreateConversationRequest, Limits};
-use chat4all_domain::conversation::ConversationKind;
-use chat4all_domain::UserId;
 use chat4all_eventstore::{read_batch, Checkpoint};
 use chat4all_platform::worker::Record;
 use chat4all_platform::KafkaSettings;
 use chat4all_projections::{Projector, ProjectorConfig};
-use chat4all_relay::{Encoded, Relay, RelayConfig};
 use chat4all_testsupport::database::fresh_database;
+use chat4all_testsupport::engine::Relay;
+use chat4all_testsupport::writes::{
+    create_conversation, CommandService, ConversationKind, CreateConversationRequest, Limits,
+    UserId,
+};
 use chrono::Utc;
 use futures::StreamExt;
 use sqlx::postgres::PgConnectOptions;
@@ -34,18 +35,7 @@ pub fn kafka() -> KafkaSettings {
 
 /// A relay publishing the test database's events to the test's own topic.
 pub fn relay(pool: &PgPool, options: PgConnectOptions, prefix: &str) -> Relay {
-    Relay::new(
-        pool.clone(),
-        options,
-        RelayConfig {
-            deployment: prefix.to_owned(),
-            topic: KafkaSettings::events_topic(prefix),
-            kafka: kafka(),
-            batch_size: 100,
-            idle_poll: Duration::from_millis(200),
-            delivery_timeout: Duration::from_secs(5),
-        },
-    )
+    chat4all_testsupport::engine::relay(pool, options, prefix, kafka(), 100)
 }
 
 pub fn projector(
@@ -94,7 +84,7 @@ async fn events_flow_from_the_store_to_the_read_models_and_to_redis() {
     let live = tokio::spawn(live.run(stop.clone()));
 
     let service = CommandService::new(pool.clone(), Limits::default());
-    let conversation = chat4all_commands::testing::create_conversation(
+    let conversation = create_conversation(
         &service,
         ConversationKind::Group,
         &["alice", "bob", "carol"],
@@ -166,12 +156,8 @@ async fn events_flow_from_the_store_to_the_read_models_and_to_redis() {
 async fn records_below_the_stored_offset_take_no_effect() {
     let (_, pool) = fresh_database().await;
     let service = CommandService::new(pool.clone(), Limits::default());
-    let conversation = chat4all_commands::testing::create_conversation(
-        &service,
-        ConversationKind::Private,
-        &["alice", "bob"],
-    )
-    .await;
+    let conversation =
+        create_conversation(&service, ConversationKind::Private, &["alice", "bob"]).await;
     for i in 0..9 {
         send(&service, "alice", conversation, &format!("m{i}")).await;
     }
@@ -197,7 +183,11 @@ async fn records_below_the_stored_offset_take_no_effect() {
             partition: 0,
             offset: i64::try_from(offset).unwrap(),
             key: None,
-            value: Encoded::of(event).value,
+            value: {
+                let mut value = Vec::new();
+                chat4all_eventstore::envelope::encode(event, &mut value);
+                value
+            },
         })
         .collect();
     let projector = projector(&pool, "unused", None);
@@ -301,7 +291,7 @@ async fn a_record_that_cannot_be_understood_is_set_aside_and_its_partition_moves
     let topic = KafkaSettings::events_topic(&prefix);
     kafka().ensure_topic(&topic).await.unwrap();
     let service = CommandService::new(pool.clone(), Limits::default());
-    let conversation = chat4all_commands::testing::create_conversation(
+    let conversation = create_conversation(
         &service,
         ConversationKind::Group,
         &["alice", "bob", "carol"],

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat4all_commands::{CommandService, Limits};
-use chat4all_domain::conversation::ConversationKind;
 use chat4all_testsupport::database::fresh_database;
+use chat4all_testsupport::writes::{create_conversation, CommandService, ConversationKind, Limits};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{project_all, send, snapshot};
@@ -24,7 +23,7 @@ async fn a_replay_during_traffic_loses_nothing_and_equals_the_live_model() {
     let live = tokio::spawn(live.run(stop.clone()));
 
     let service = Arc::new(CommandService::new(pool.clone(), Limits::default()));
-    let conversation = chat4all_commands::testing::create_conversation(
+    let conversation = create_conversation(
         &service,
         ConversationKind::Group,
         &["alice", "bob", "carol"],

@@ -4,40 +4,20 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use chat4all_commands::{CommandContext, CommandService, Limits, SendMessageRequest};
-use chat4all_domain::conversation::ConversationKind;
-use chat4all_domain::message::MessageContent;
-use chat4all_domain::ConversationId;
 use chat4all_testsupport::database::fresh_database;
-use chrono::Utc;
+use chat4all_testsupport::writes::{
+    create_conversation, send_text, CommandService, ConversationId, ConversationKind, Limits,
+};
 use sqlx::{Connection, PgConnection};
 
 use crate::helpers::{consume, default_bootstrap, eventually, insert_event, Record, RunningRelay};
 
-fn ctx(user: &str) -> CommandContext {
-    chat4all_commands::testing::context(user)
-}
-
 async fn conversation(service: &CommandService) -> ConversationId {
-    chat4all_commands::testing::create_conversation(
-        service,
-        ConversationKind::Group,
-        &["alice", "bob", "carol"],
-    )
-    .await
+    create_conversation(service, ConversationKind::Group, &["alice", "bob", "carol"]).await
 }
 
 async fn send(service: &CommandService, conversation: ConversationId, text: String) {
-    let request = SendMessageRequest {
-        message_id: None,
-        conversation_id: conversation,
-        content: MessageContent::Text { text },
-        channels: vec![],
-    };
-    service
-        .send_message(&ctx("bob"), request, Utc::now())
-        .await
-        .unwrap();
+    send_text(service, "bob", conversation, &text).await;
 }
 
 /// Asserts that every partition holds its events in the store's `(tx_id, global_position)` order,
