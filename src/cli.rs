@@ -25,11 +25,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    operation: Operation,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Operation {
     /// Apply every database migration (idempotent; creates the database if it is missing).
     Migrate,
     /// Run every role of the engine in one process.
@@ -106,16 +106,16 @@ enum ClientsCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
-    match cli.command {
-        Command::Migrate => migrate(&settings).await,
-        Command::Serve { migrate: first } => {
+    match cli.operation {
+        Operation::Migrate => migrate(&settings).await,
+        Operation::Serve { migrate: first } => {
             if first {
                 migrate(&settings).await?;
             }
             serve(&settings).await
         }
-        Command::Gateway => roles::gateway(&settings, shutdown_on_signals()).await,
-        Command::Relay {
+        Operation::Gateway => roles::gateway(&settings, Vec::new(), shutdown_on_signals()).await,
+        Operation::Relay {
             action: Some(RelayAction::Rebase { after_position }),
         } => {
             let pool = settings.database.connect().await?;
@@ -127,7 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Relay { action: None } => {
+        Operation::Relay { action: None } => {
             let stop = shutdown_on_signals();
             let relay = Relay::from_settings(&settings)?;
             let uses = &[Dependency::Postgres, Dependency::Kafka];
@@ -136,7 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ops.await??;
             Ok(())
         }
-        Command::Project => {
+        Operation::Project => {
             let stop = shutdown_on_signals();
             let projector = Projector::from_settings(&settings).await?;
             // Redis too: without it the read models are built but nothing is pushed.
@@ -146,7 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ops.await??;
             Ok(())
         }
-        Command::Clients {
+        Operation::Clients {
             command:
                 ClientsCommand::Create {
                     tenant,
@@ -155,11 +155,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                 },
         } => clients_create(&settings, &tenant, &user, &scopes, json).await,
-        Command::Keys {
+        Operation::Keys {
             command: KeysCommand::Rotate,
         } => rotate_keys(&settings).await,
-        Command::Bench { scenario } => chat4all_bench::run(&settings, scenario).await,
-        Command::Replay { projection } => replay(&settings, &projection).await,
+        Operation::Bench { scenario } => chat4all_bench::run(&settings, scenario).await,
+        Operation::Replay { projection } => replay(&settings, &projection).await,
     }
 }
 
@@ -188,9 +188,12 @@ fn serve_ops(
 /// Every role in one process; when one fails, the others are stopped too.
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let stop = shutdown_on_signals();
-    let relay = tokio::spawn(Relay::from_settings(settings)?.run(stop.clone()));
-    let projector = tokio::spawn(Projector::from_settings(settings).await?.run(stop.clone()));
-    let result = roles::gateway(settings, stop.clone()).await;
+    let relay = Relay::from_settings(settings)?;
+    let projector = Projector::from_settings(settings).await?;
+    let others = vec![relay.role(), projector.role()];
+    let relay = tokio::spawn(relay.run(stop.clone()));
+    let projector = tokio::spawn(projector.run(stop.clone()));
+    let result = roles::gateway(settings, others, stop.clone()).await;
     stop.cancel();
     relay.await?;
     projector.await?;

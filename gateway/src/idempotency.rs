@@ -39,7 +39,7 @@ pub struct Claim {
 }
 
 #[derive(Debug)]
-pub enum Outcome {
+pub enum Lookup {
     /// The request runs; its answer is stored under the claim.
     Claimed(Claim),
     /// Answered before: the stored status and body.
@@ -60,7 +60,7 @@ pub async fn claim(
     principal: &str,
     key: &str,
     fingerprint: &[u8],
-) -> Result<Outcome, sqlx::Error> {
+) -> Result<Lookup, sqlx::Error> {
     let claimed: Option<bool> = sqlx::query_scalar(
         "INSERT INTO idempotency_records \
              (tenant_id, principal, idempotency_key, request_hash, status, body) \
@@ -79,7 +79,7 @@ pub async fn claim(
     .fetch_optional(pool)
     .await?;
     if claimed.is_some() {
-        return Ok(Outcome::Claimed(Claim {
+        return Ok(Lookup::Claimed(Claim {
             tenant: tenant.to_owned(),
             principal: principal.to_owned(),
             key: key.to_owned(),
@@ -96,10 +96,10 @@ pub async fn claim(
     .await?;
     Ok(match stored {
         // Deleted by the clean-up in between: as good as in progress, a retry will claim it.
-        None => Outcome::InProgress,
-        Some((hash, _, _)) if hash != fingerprint => Outcome::Reused,
-        Some((_, 0, _)) => Outcome::InProgress,
-        Some((_, status, body)) => Outcome::Replay {
+        None => Lookup::InProgress,
+        Some((hash, _, _)) if hash != fingerprint => Lookup::Reused,
+        Some((_, 0, _)) => Lookup::InProgress,
+        Some((_, status, body)) => Lookup::Replay {
             status: u16::try_from(status).unwrap_or(500),
             body,
         },

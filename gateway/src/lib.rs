@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use chat4all_commands::{CommandService, Limits};
 use chat4all_platform::health::{Dependency, Readiness};
+use chat4all_platform::lifecycle::RoleState;
 use chat4all_platform::Settings;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub tokens: TokenService,
     pub pool: sqlx::PgPool,
     pub readiness: Readiness,
+    /// The gateway's own state first, then those of the other roles of this process.
+    pub roles: Vec<RoleState>,
     pub push: Arc<push::Push>,
     pub rate_limiter: limits::RateLimiter,
     pub auth_throttle: limits::AuthThrottle,
@@ -68,6 +71,22 @@ impl Application {
     /// # Errors
     /// Bad settings, an unreachable database, or an address that cannot be bound.
     pub async fn build(settings: &Settings) -> Result<Self, GatewayError> {
+        Self::build_with_roles(settings, Vec::new()).await
+    }
+
+    /// [`Application::build`] for a process that runs further roles beside the gateway (`chat4all
+    /// serve`): its `/health` and `/ready` report their states too.
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_with_roles(
+        settings: &Settings,
+        others: Vec<RoleState>,
+    ) -> Result<Self, GatewayError> {
+        let role = RoleState::new("gateway");
+        role.waiting("the listener to start serving");
+        let mut roles = vec![role];
+        roles.extend(others);
         let pool = settings.database.connect().await?;
         let keys = Arc::new(KeyRing::open(pool.clone()).await?);
         let commands = CommandService::new(
@@ -160,6 +179,7 @@ impl Application {
             ),
             auth_throttle: limits::AuthThrottle::new(publisher, &settings.topic_prefix),
             refresh_ttl_secs: settings.auth.refresh_token_ttl_secs,
+            roles,
         });
         let (router, routes) = routes::all(state.clone());
         Ok(Self {
@@ -223,7 +243,17 @@ impl Application {
         });
         let push = self.state.push.clone();
         tokio::spawn(async move { push.renew_leases().await });
+        let role = self.state.roles[0].clone();
         let stop = shutdown.clone();
+        tokio::spawn({
+            let role = role.clone();
+            async move {
+                stop.cancelled().await;
+                role.draining();
+            }
+        });
+        let stop = shutdown.clone();
+        role.ready();
         let server = warp::serve(self.router)
             .incoming(self.listener)
             .graceful(async move { stop.cancelled().await })
@@ -238,6 +268,7 @@ impl Application {
         }
         shutdown.cancel();
         let _ = tokio::join!(listener, keys, upkeep);
+        role.stopped();
         tracing::info!("gateway stopped");
     }
 }

@@ -3,9 +3,6 @@
 
 use sqlx::PgPool;
 
-use chat4all_domain::{TenantId, UserId};
-use chat4all_gateway::auth::{create_client, Scope};
-
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
@@ -58,28 +55,4 @@ pub async fn assert_projected_once_without_gaps(pool: &PgPool) {
     assert_eq!(counted, rows, "the conversations count what they hold");
 }
 
-/// An access token (scopes `read write`) of a new client of `user` in tenant `acme`.
-pub async fn token(http: &reqwest::Client, base: &str, pool: &PgPool, user: &str) -> String {
-    let client = create_client(
-        pool,
-        &TenantId::parse("acme").unwrap(),
-        &UserId::parse(user).unwrap(),
-        &[Scope::Read, Scope::Write],
-    )
-    .await
-    .unwrap();
-    let answer: serde_json::Value = http
-        .post(format!("{base}/auth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &client.client_id),
-            ("client_secret", &client.client_secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["access_token"].as_str().unwrap().to_owned()
-}
+pub use chat4all_testsupport::auth::token;

@@ -5,8 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use chat4all_domain::{TenantId, UserId};
-use chat4all_gateway::auth::{create_client, Scope};
 use chat4all_testsupport::database::fresh_database;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -79,29 +77,8 @@ impl Deployment {
     }
 
     async fn client_and_token(&self, user: &str) -> (chat4all_gateway::auth::NewClient, String) {
-        let client = create_client(
-            &self.pool,
-            &TenantId::parse("acme").unwrap(),
-            &UserId::parse(user).unwrap(),
-            &[Scope::Read, Scope::Write],
-        )
-        .await
-        .unwrap();
-        let answer: Value = self
-            .http
-            .post(format!("http://{}/auth/token", self.gateways[0]))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", &client.client_id),
-                ("client_secret", &client.client_secret),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (client, answer["access_token"].as_str().unwrap().to_owned())
+        let base = format!("http://{}", self.gateways[0]);
+        chat4all_testsupport::auth::client_and_token(&self.http, &base, &self.pool, user).await
     }
 
     async fn post(&self, gateway: usize, token: &str, path: &str, body: Value) -> Value {
@@ -701,12 +678,12 @@ async fn a_consumer_too_slow_to_receive_is_closed_and_others_get_everything() {
             .text()
             .await
             .unwrap();
-        let closes = body
-            .lines()
-            .find(|l| l.starts_with("chat4all_ws_slow_consumer_closes_total"))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let closes = chat4all_testsupport::metrics::value(
+            &body,
+            "chat4all_ws_slow_consumer_closes_total",
+            &[],
+        )
+        .unwrap_or(0.0);
         if closes >= 1.0 {
             break;
         }

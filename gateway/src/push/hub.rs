@@ -98,7 +98,7 @@ pub struct Subscriber {
     pub slow: CancellationToken,
 }
 
-enum Command {
+enum Control {
     Subscribe {
         subscriber: Subscriber,
         channels: Vec<String>,
@@ -114,7 +114,7 @@ enum Command {
 #[derive(Clone)]
 pub struct Hub {
     prefix: String,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Control>,
     publisher: Option<redis::aio::ConnectionManager>,
 }
 
@@ -146,7 +146,7 @@ impl Hub {
         let (done, acknowledged) = oneshot::channel();
         if self
             .commands
-            .send(Command::Subscribe {
+            .send(Control::Subscribe {
                 subscriber,
                 channels,
                 done,
@@ -158,7 +158,7 @@ impl Hub {
     }
 
     pub fn unsubscribe(&self, id: u64, channels: Vec<String>) {
-        let _ = self.commands.send(Command::Unsubscribe { id, channels });
+        let _ = self.commands.send(Control::Unsubscribe { id, channels });
     }
 
     /// Publishes an ephemeral frame (typing) to every instance.
@@ -243,7 +243,7 @@ async fn connect(client: &redis::Client) -> redis::RedisResult<(PubSubSink, PubS
 
 async fn run(
     client: redis::Client,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<Control>,
     stop: CancellationToken,
 ) {
     let mut registry = Registry::default();
@@ -259,11 +259,11 @@ async fn run(
                     let Some(command) = command else { return };
                     // Not connected: bookkeeping only; the channels are subscribed on reconnection.
                     match command {
-                        Command::Subscribe { subscriber, channels, done } => {
+                        Control::Subscribe { subscriber, channels, done } => {
                             registry.add(&subscriber, channels);
                             let _ = done.send(());
                         }
-                        Command::Unsubscribe { id, channels } => {
+                        Control::Unsubscribe { id, channels } => {
                             registry.remove(id, channels);
                         }
                     }
@@ -311,7 +311,7 @@ async fn run(
             command = commands.recv() => {
                 let Some(command) = command else { return };
                 let failed = match command {
-                    Command::Subscribe { subscriber, channels, done } => {
+                    Control::Subscribe { subscriber, channels, done } => {
                         let fresh = registry.add(&subscriber, channels);
                         let result = if fresh.is_empty() {
                             Ok(Ok(()))
@@ -321,7 +321,7 @@ async fn run(
                         let _ = done.send(());
                         !matches!(result, Ok(Ok(())))
                     }
-                    Command::Unsubscribe { id, channels } => {
+                    Control::Unsubscribe { id, channels } => {
                         let gone = registry.remove(id, channels);
                         if gone.is_empty() {
                             false

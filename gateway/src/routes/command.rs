@@ -10,7 +10,7 @@
 //!    byte is read for a caller that may not send it. A JSON command's handler checks its scope
 //!    itself, after parsing its body, as it always has.
 //!
-//! [`Command::finish`] then stores the answer under the key and adds the rate-limit headers.
+//! [`Write::finish`] then stores the answer under the key and adds the rate-limit headers.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,14 +25,14 @@ use warp::{Filter, Rejection};
 use crate::auth::{Principal, Scope};
 use crate::body::{bounded_bytes, bounded_stream, BodyStream, MAX_BODY_BYTES};
 use crate::filters::{authenticated, request_meta, require, with_state, RequestMeta};
-use crate::idempotency::{self, Claim, Outcome};
+use crate::idempotency::{self, Claim, Lookup};
 use crate::limits::Standing;
 use crate::problem::{Answered, ApiError, ErrorCode};
 use crate::AppState;
 
 /// A state-changing request that may run, with its body `B`: the raw bytes (handlers parse
 /// them, so they can be fingerprinted first) or a [`BodyStream`].
-pub struct Command<B = Bytes> {
+pub struct Write<B = Bytes> {
     pub state: Arc<AppState>,
     pub principal: Principal,
     pub meta: RequestMeta,
@@ -81,15 +81,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// Admits a state-changing request with a JSON body (its path and method already matched).
-pub fn command(
-    state: Arc<AppState>,
-) -> impl Filter<Extract = (Command,), Error = Rejection> + Clone {
+pub fn command(state: Arc<AppState>) -> impl Filter<Extract = (Write,), Error = Rejection> + Clone {
     admitted(state, bounded_bytes(MAX_BODY_BYTES))
         .and(warp::method())
         .and(warp::path::full())
         .and(warp::header::headers_cloned())
         .and_then(
-            |cmd: Command, method: Method, path: warp::path::FullPath, headers: HeaderMap| {
+            |cmd: Write, method: Method, path: warp::path::FullPath, headers: HeaderMap| {
                 cmd.claim_key(method, path, headers)
             },
         )
@@ -108,8 +106,8 @@ pub fn streamed_command(
     state: Arc<AppState>,
     scope: Scope,
     limit: u64,
-) -> impl Filter<Extract = (Command<BodyStream>,), Error = Rejection> + Clone {
-    admitted(state, bounded_stream(limit)).and_then(move |cmd: Command<BodyStream>| async move {
+) -> impl Filter<Extract = (Write<BodyStream>,), Error = Rejection> + Clone {
+    admitted(state, bounded_stream(limit)).and_then(move |cmd: Write<BodyStream>| async move {
         match require(&cmd.principal, scope) {
             Ok(()) => Ok(cmd),
             Err(refused) => Err(answered(refused.into_response(), cmd.standing.as_ref())),
@@ -121,7 +119,7 @@ pub fn streamed_command(
 fn admitted<B, F>(
     state: Arc<AppState>,
     body: F,
-) -> impl Filter<Extract = (Command<B>,), Error = Rejection> + Clone
+) -> impl Filter<Extract = (Write<B>,), Error = Rejection> + Clone
 where
     F: Filter<Extract = (B,), Error = Rejection> + Clone + Send + Sync + 'static,
     B: Send + 'static,
@@ -143,7 +141,7 @@ where
                     );
                     return Err(answered(refused.into_response(), standing.as_ref()));
                 }
-                Ok(Command {
+                Ok(Write {
                     state,
                     principal,
                     meta,
@@ -155,7 +153,7 @@ where
         )
 }
 
-impl Command {
+impl Write {
     /// Claims the request's `Idempotency-Key` (on `POST`s), or answers in its place: the
     /// stored answer of an earlier identical request, or a conflict.
     async fn claim_key(
@@ -186,11 +184,11 @@ impl Command {
             refuse(store_unavailable().into_response())
         })?;
         match outcome {
-            Outcome::Claimed(claim) => {
+            Lookup::Claimed(claim) => {
                 self.claim = Some(claim);
                 Ok(self)
             }
-            Outcome::Replay { status, body } => {
+            Lookup::Replay { status, body } => {
                 let mut response = replayed(status, &body);
                 response.headers_mut().insert(
                     HeaderName::from_static("idempotent-replayed"),
@@ -198,14 +196,14 @@ impl Command {
                 );
                 Err(refuse(response))
             }
-            Outcome::Reused => Err(refuse(
+            Lookup::Reused => Err(refuse(
                 ApiError::of(
                     ErrorCode::IdempotencyKeyReused,
                     "this Idempotency-Key was used for a different request",
                 )
                 .into_response(),
             )),
-            Outcome::InProgress => Err(refuse(
+            Lookup::InProgress => Err(refuse(
                 ApiError::of(
                     ErrorCode::IdempotencyKeyInUse,
                     "a request with this Idempotency-Key is still running",
@@ -230,7 +228,7 @@ fn replayed(status: u16, body: &serde_json::Value) -> Response {
     response
 }
 
-impl<B> Command<B> {
+impl<B> Write<B> {
     /// Turns the handler's result into the answer: stored under the idempotency key (or the
     /// claim released on a 5xx), with the rate-limit headers, counted under `route`.
     pub async fn finish(
@@ -342,7 +340,7 @@ mod tests {
         let route = warp::path!("chunk")
             .and(warp::put())
             .and(streamed_command(state, Scope::Write, LIMIT))
-            .and_then(move |mut cmd: Command<BodyStream>| {
+            .and_then(move |mut cmd: Write<BodyStream>| {
                 counted.fetch_add(1, Ordering::SeqCst);
                 let seen = seen.clone();
                 async move {

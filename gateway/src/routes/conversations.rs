@@ -12,7 +12,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::command::{command, Command};
+use super::command::{command, Write};
 use super::table::{route, RouteTable};
 use crate::auth::{Principal, Scope};
 use crate::body::{parse_json, parse_optional_json};
@@ -54,7 +54,7 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let create = route!(table, POST "v1" / "conversations")
         .and(command(state.clone()))
-        .and_then(|cmd: Command| async move {
+        .and_then(|cmd: Write| async move {
             let started = Instant::now();
             let result = match parse_json::<CreateBody>(&cmd.body) {
                 Ok(body) => create(&cmd.state, &cmd.principal, &cmd.meta, body).await,
@@ -65,7 +65,7 @@ pub fn routes(
     let add_member =
         route!(table, POST "v1" / "conversations" / {conversation_id: String} / "members")
             .and(command(state.clone()))
-            .and_then(|id: String, cmd: Command| async move {
+            .and_then(|id: String, cmd: Write| async move {
                 let started = Instant::now();
                 let result = match parse_json::<AddMemberBody>(&cmd.body) {
                     Ok(body) => add_member(&cmd.state, &cmd.principal, &cmd.meta, &id, body).await,
@@ -78,14 +78,14 @@ pub fn routes(
         DELETE "v1" / "conversations" / {conversation_id: String} / "members" / {user_id: String}
     )
     .and(command(state.clone()))
-    .and_then(|id: String, user: String, cmd: Command| async move {
+    .and_then(|id: String, user: String, cmd: Write| async move {
         let started = Instant::now();
         let result = remove_member(&cmd.state, &cmd.principal, &cmd.meta, &id, &user).await;
         cmd.finish("remove_member", started, result).await
     });
     let read = route!(table, POST "v1" / "conversations" / {conversation_id: String} / "read")
         .and(command(state))
-        .and_then(|id: String, cmd: Command| async move {
+        .and_then(|id: String, cmd: Write| async move {
             let started = Instant::now();
             let result = match parse_optional_json::<ReadBody>(&cmd.body) {
                 Ok(body) => mark_read(&cmd.state, &cmd.principal, &cmd.meta, &id, body).await,

@@ -13,7 +13,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::command::{command, Command};
+use super::command::{command, Write};
 use super::table::{route, RouteTable};
 use crate::auth::{Principal, Scope};
 use crate::body::parse_json;
@@ -42,7 +42,7 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let send = route!(table, POST "v1" / "messages")
         .and(command(state.clone()))
-        .and_then(|cmd: Command| async move {
+        .and_then(|cmd: Write| async move {
             let started = Instant::now();
             let result = match parse_json::<SendBody>(&cmd.body) {
                 Ok(body) => send(&cmd.state, &cmd.principal, &cmd.meta, body).await,
@@ -52,7 +52,7 @@ pub fn routes(
         });
     let status = route!(table, POST "v1" / "messages" / {message_id: String} / "status")
         .and(command(state))
-        .and_then(|id: String, cmd: Command| async move {
+        .and_then(|id: String, cmd: Write| async move {
             let started = Instant::now();
             let result = match parse_json::<StatusBody>(&cmd.body) {
                 Ok(body) => mark_status(&cmd.state, &cmd.principal, &cmd.meta, &id, body).await,

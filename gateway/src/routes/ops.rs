@@ -8,6 +8,8 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use chat4all_platform::lifecycle::{self, Phase, RoleState};
+
 use super::table::{route, RouteTable};
 use crate::filters::with_state;
 use crate::problem::{json_response, ErrorCode, OAuthCode};
@@ -55,13 +57,26 @@ pub fn routes(
     state: Arc<AppState>,
     table: &mut RouteTable,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    // Liveness: answering at all is the point; the roles say what the process is doing.
     let health = route!(table, GET "health")
-        .map(|| json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+        .and(with_state(state.clone()))
+        .map(|state: Arc<AppState>| {
+            let roles: Vec<_> = state.roles.iter().map(RoleState::report).collect();
+            let live = roles.iter().all(|r| r.phase != Phase::Stopped);
+            let status = if live {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body =
+                serde_json::json!({"status": if live { "ok" } else { "stopped" }, "roles": roles});
+            json_response(status, &body)
+        });
     let ready = route!(table, GET "ready")
         .and(with_state(state.clone()))
         .then(|state: Arc<AppState>| async move {
-            let report = state.readiness.check().await;
-            let status = if report.ready {
+            let report = lifecycle::readiness(&state.readiness, &state.roles).await;
+            let status = if report.dependencies.ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -1,7 +1,6 @@
 //! A running gateway per test and the requests tests make against it.
 
-use chat4all_domain::{TenantId, UserId};
-use chat4all_gateway::auth::{create_client, NewClient, Scope};
+use chat4all_gateway::auth::{NewClient, Scope};
 use chat4all_gateway::problem::ErrorCode;
 use chat4all_gateway::{Application, RouteSpec};
 use chat4all_platform::Settings;
@@ -276,14 +275,7 @@ impl TestApp {
     }
 
     pub async fn client(&self, tenant: &str, user: &str, scopes: &[Scope]) -> NewClient {
-        create_client(
-            &self.pool,
-            &TenantId::parse(tenant).unwrap(),
-            &UserId::parse(user).unwrap(),
-            scopes,
-        )
-        .await
-        .unwrap()
+        chat4all_testsupport::auth::client(&self.pool, tenant, user, scopes).await
     }
 
     pub async fn token_for(&self, client: &NewClient) -> String {

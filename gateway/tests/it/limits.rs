@@ -190,11 +190,11 @@ async fn without_redis_the_limit_fails_open_and_says_so_in_a_metric() {
         .text()
         .await
         .unwrap();
-    let unavailable = metrics
-        .lines()
-        .find(|l| l.starts_with("chat4all_rate_limit_unavailable_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let unavailable = chat4all_testsupport::metrics::value(
+        &metrics,
+        "chat4all_rate_limit_unavailable_total",
+        &[],
+    )
+    .unwrap_or(0.0);
     assert!(unavailable >= 4.0, "{unavailable}: {metrics}");
 }

@@ -15,9 +15,15 @@ async fn health_and_readiness_report_every_dependency() {
 
     let health = app.get("/health").await;
     assert_eq!(health.status, StatusCode::OK, "{:?}", health.body);
+    assert_eq!(health.body["status"], "ok");
+    assert_eq!(
+        health.body["roles"],
+        json!([{"role": "gateway", "phase": "ready"}])
+    );
 
     let ready = app.get("/ready").await;
     assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
+    assert_eq!(ready.body["roles"], health.body["roles"]);
     assert_eq!(
         ready.body["checks"],
         json!({"postgres": "ok", "redis": "ok", "kafka": "ok"})
@@ -37,7 +43,12 @@ async fn metrics_count_answered_requests() {
         .unwrap_or_default()
         .starts_with("text/plain"));
     let text = metrics.body.as_str().unwrap();
-    assert!(text.contains("chat4all_http_requests_total"), "{text}");
+    let tokens = chat4all_testsupport::metrics::value(
+        text,
+        "chat4all_http_requests_total",
+        &[("route", "auth_token"), ("status", "200")],
+    );
+    assert!(tokens.is_some_and(|n| n >= 1.0), "{text}");
 }
 
 #[tokio::test]

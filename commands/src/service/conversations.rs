@@ -1,45 +1,14 @@
-//! The commands the API offers, in the API's terms: each validates what only the write side can
-//! know, runs the aggregate, and answers with what the client needs, including `position`.
-
-use std::sync::Arc;
+//! The commands of conversations: create, add and remove members, mark read.
 
 use chat4all_domain::conversation::{
     ConversationCommand, ConversationCreated, ConversationError, ConversationKind,
-    CreateConversation, DEFAULT_MAX_GROUP_MEMBERS,
+    CreateConversation,
 };
-use chat4all_domain::message::{
-    Channel, MessageCommand, MessageContent, MessageStatus, RecipientStatus, SendMessage,
-};
-use chat4all_domain::{
-    Conversation, ConversationDirectory, ConversationId, Message, MessageId, UserId,
-};
+use chat4all_domain::{ConversationDirectory, ConversationId, UserId};
 use chrono::{DateTime, Utc};
-use cqrs_es::AggregateError;
-use sqlx::PgPool;
 
-use crate::executor::MAX_ATTEMPTS;
-use chat4all_eventstore::Appender;
-
-use crate::{CommandContext, CommandError, Executed, Executor, Position, StoreDirectory};
-
-/// Conversation events between snapshots.
-pub const CONVERSATION_SNAPSHOT_EVERY: usize = 100;
-/// The `Conversation` state format in snapshots; bump it with any change to its fields or `apply`.
-pub const CONVERSATION_SNAPSHOT_VERSION: i32 = 1;
-
-/// Limits a deployment may tune.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_group_members: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_group_members: DEFAULT_MAX_GROUP_MEMBERS,
-        }
-    }
-}
+use super::{refused, CommandService};
+use crate::{CommandContext, CommandError, Position};
 
 #[derive(Debug, Clone)]
 pub struct CreateConversationRequest {
@@ -58,29 +27,6 @@ pub struct ConversationReply {
     pub position: Position,
 }
 
-#[derive(Debug, Clone)]
-pub struct SendMessageRequest {
-    pub message_id: Option<MessageId>,
-    pub conversation_id: ConversationId,
-    pub content: MessageContent,
-    pub channels: Vec<Channel>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentReply {
-    pub message_id: MessageId,
-    pub conversation_id: ConversationId,
-    pub position: Position,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusReply {
-    pub message_id: MessageId,
-    /// The message's status after the command (unchanged when the report was a step back).
-    pub status: MessageStatus,
-    pub position: Position,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadReply {
     pub conversation_id: ConversationId,
@@ -89,76 +35,7 @@ pub struct ReadReply {
     pub position: Position,
 }
 
-/// The write side's entry point.
-pub struct CommandService {
-    conversations: Executor<Conversation>,
-    messages: Executor<Message>,
-    directory: StoreDirectory,
-    pool: PgPool,
-    limits: Limits,
-}
-
-fn refused<E>(err: AggregateError<E>) -> CommandError
-where
-    E: std::error::Error + Into<CommandError>,
-{
-    match err {
-        AggregateError::UserError(e) => e.into(),
-        AggregateError::AggregateConflict => CommandError::Contention {
-            attempts: MAX_ATTEMPTS,
-        },
-        AggregateError::DatabaseConnectionError(e)
-        | AggregateError::DeserializationError(e)
-        | AggregateError::UnexpectedError(e) => CommandError::Store(e),
-    }
-}
-
 impl CommandService {
-    pub fn new(pool: PgPool, limits: Limits) -> Self {
-        let directory = StoreDirectory::new(pool.clone());
-        let services: Arc<dyn ConversationDirectory> = Arc::new(directory.clone());
-        let appender = Appender::start(pool.clone());
-        Self {
-            // Read horizons make a busy conversation's stream grow without bound.
-            conversations: Executor::new(pool.clone(), appender.clone(), ())
-                .with_snapshots(CONVERSATION_SNAPSHOT_EVERY, CONVERSATION_SNAPSHOT_VERSION),
-            messages: Executor::new(pool.clone(), appender, services),
-            directory,
-            pool,
-            limits,
-        }
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// The membership directory, whose cache needs [`StoreDirectory::listen`] running.
-    pub fn directory(&self) -> &StoreDirectory {
-        &self.directory
-    }
-
-    /// The answer's position: the last appended event's, or for a no-op the position of the
-    /// stream's event `sequence` (the one the original command appended).
-    async fn position<A>(
-        executor: &Executor<A>,
-        stream: &str,
-        executed: &Executed<A>,
-        sequence: i64,
-    ) -> Result<Position, CommandError>
-    where
-        A: cqrs_es::Aggregate + Clone,
-        A::Command: Clone,
-    {
-        if let Some((_, position)) = executed.appended.last() {
-            return Ok(*position);
-        }
-        executor
-            .position_of(stream, sequence)
-            .await?
-            .ok_or_else(|| CommandError::Store("an acknowledged event is missing".into()))
-    }
-
     /// # Errors
     /// The conversation's refusal (invalid members, an existing id with other content) or a
     /// store failure.
@@ -329,81 +206,5 @@ impl CommandService {
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(count).unwrap_or(0))
-    }
-
-    /// Sends a message; a retry with the same `message_id` and content answers as the first call.
-    ///
-    /// # Errors
-    /// `message_id` reused for other content, unknown conversation (or not a member), invalid
-    /// content, or a store failure.
-    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %ctx.tenant, conversation_id = %request.conversation_id))]
-    pub async fn send_message(
-        &self,
-        ctx: &CommandContext,
-        request: SendMessageRequest,
-        at: DateTime<Utc>,
-    ) -> Result<SentReply, CommandError> {
-        let message_id = request.message_id.unwrap_or_else(MessageId::generate);
-        let mut channels = request.channels;
-        channels.sort_unstable();
-        channels.dedup();
-        let stream = ctx.tenant.stream_id(message_id);
-        let command = MessageCommand::Send(SendMessage {
-            tenant: ctx.tenant.clone(),
-            message_id,
-            conversation_id: request.conversation_id,
-            sender: ctx.actor.clone(),
-            content: request.content,
-            channels,
-            at,
-        });
-        let executed = self
-            .messages
-            .execute_expecting_new(&stream, command, ctx.metadata(at))
-            .await
-            .map_err(refused)?;
-        // The answer to a retry repeats the original one, whose position is the MessageSent's.
-        let position = match executed.appended.first() {
-            Some((_, position)) => *position,
-            None => Self::position(&self.messages, &stream, &executed, 1).await?,
-        };
-        Ok(SentReply {
-            message_id,
-            conversation_id: request.conversation_id,
-            position,
-        })
-    }
-
-    /// A recipient reports delivery or reading; a step back is acknowledged without effect.
-    ///
-    /// # Errors
-    /// Unknown message (or not visible to the caller), the sender reporting, or a store failure.
-    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %ctx.tenant, message_id = %message_id))]
-    pub async fn mark_status(
-        &self,
-        ctx: &CommandContext,
-        message_id: MessageId,
-        status: RecipientStatus,
-        at: DateTime<Utc>,
-    ) -> Result<StatusReply, CommandError> {
-        let stream = ctx.tenant.stream_id(message_id);
-        let command = MessageCommand::MarkStatus {
-            tenant: ctx.tenant.clone(),
-            user: ctx.actor.clone(),
-            status,
-            at,
-        };
-        let executed = self
-            .messages
-            .execute(&stream, command, ctx.metadata(at))
-            .await
-            .map_err(refused)?;
-        let last = executed.last_sequence;
-        let position = Self::position(&self.messages, &stream, &executed, last).await?;
-        Ok(StatusReply {
-            message_id,
-            status: executed.aggregate.status,
-            position,
-        })
     }
 }
