@@ -111,6 +111,15 @@ pub struct ProcessReport {
     pub roles: Vec<RoleReport>,
 }
 
+/// The answer of `/health`: alive until a role of the process has stopped, with what each is
+/// doing.
+pub fn liveness(roles: &[RoleState]) -> (bool, serde_json::Value) {
+    let roles: Vec<RoleReport> = roles.iter().map(RoleState::report).collect();
+    let live = roles.iter().all(|r| r.phase != Phase::Stopped);
+    let status = if live { "ok" } else { "stopped" };
+    (live, serde_json::json!({"status": status, "roles": roles}))
+}
+
 /// Ready when every role is and every dependency answers.
 pub async fn readiness(readiness: &Readiness, roles: &[RoleState]) -> ProcessReport {
     let mut dependencies = readiness.check().await;

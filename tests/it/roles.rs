@@ -131,3 +131,45 @@ async fn a_relay_without_a_broker_is_live_but_not_ready_and_says_it_waits_for_th
     let (status, health) = get(&http, &address, "/health").await;
     assert_eq!(status, 200, "alive while it waits: {health}");
 }
+
+#[tokio::test]
+async fn serve_reports_every_role_it_runs_on_the_gateways_ready() {
+    let (options, _pool) = fresh_database().await;
+    let url = options.to_url_lossy().to_string();
+    let prefix = unique_prefix();
+    let mut serve = Process::spawn(
+        &["serve"],
+        &[
+            ("DATABASE_URL", &url),
+            ("KAFKA_BOOTSTRAP_SERVERS", &bootstrap()),
+            ("CHAT4ALL_TOPIC_PREFIX", &prefix),
+            ("CHAT4ALL_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    let address = serve
+        .wait_for_log(Duration::from_secs(30), |e| {
+            e["fields"]["message"] == "gateway listening"
+        })
+        .expect("the gateway logs its address")["fields"]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let (status, body) = ready_until(&http, &address, |s, _| s == 200).await;
+    assert_eq!(status, 200);
+    let roles: Vec<&str> = body["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["gateway", "relay", "projector"], "{body}");
+    assert!(body["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["phase"] == "ready"));
+    let (status, health) = get(&http, &address, "/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["roles"], body["roles"]);
+}

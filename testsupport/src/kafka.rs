@@ -13,7 +13,18 @@ pub fn bootstrap() -> String {
     std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
 
-/// A deployment prefix (topics, groups, Redis channels) no other test uses.
+/// The test broker's settings, topics made with `partitions` partitions on one replica.
+pub fn settings(partitions: i32) -> chat4all_platform::KafkaSettings {
+    chat4all_platform::KafkaSettings {
+        bootstrap_servers: bootstrap(),
+        partitions,
+        replication_factor: 1,
+        min_insync_replicas: 1,
+        group_instance_id: None,
+    }
+}
+
+/// A deployment prefix (topics, groups, Redis subjects) no other test uses.
 pub fn unique_prefix() -> String {
     format!("t{}", uuid::Uuid::new_v4().simple())
 }

@@ -8,7 +8,7 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use chat4all_platform::lifecycle::{self, Phase, RoleState};
+use chat4all_platform::lifecycle;
 
 use super::table::{route, RouteTable};
 use crate::filters::with_state;
@@ -61,15 +61,12 @@ pub fn routes(
     let health = route!(table, GET "health")
         .and(with_state(state.clone()))
         .map(|state: Arc<AppState>| {
-            let roles: Vec<_> = state.roles.iter().map(RoleState::report).collect();
-            let live = roles.iter().all(|r| r.phase != Phase::Stopped);
+            let (live, body) = lifecycle::liveness(&state.roles);
             let status = if live {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            let body =
-                serde_json::json!({"status": if live { "ok" } else { "stopped" }, "roles": roles});
             json_response(status, &body)
         });
     let ready = route!(table, GET "ready")

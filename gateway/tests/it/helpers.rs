@@ -123,14 +123,7 @@ impl Answer {
 
 /// The test broker, with the partitioning of the tests' topics.
 fn test_kafka() -> chat4all_platform::KafkaSettings {
-    chat4all_platform::KafkaSettings {
-        bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS")
-            .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
-        partitions: 4,
-        replication_factor: 1,
-        min_insync_replicas: 1,
-        group_instance_id: None,
-    }
+    chat4all_testsupport::kafka::settings(4)
 }
 
 impl TestApp {
@@ -279,21 +272,7 @@ impl TestApp {
     }
 
     pub async fn token_for(&self, client: &NewClient) -> String {
-        let answer = Answer::from(
-            self.http
-                .post(self.url("/auth/token"))
-                .form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", &client.client_id),
-                    ("client_secret", &client.client_secret),
-                ])
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
-        answer.body["access_token"].as_str().unwrap().to_owned()
+        chat4all_testsupport::auth::token_for(&self.http, &self.base, client).await
     }
 
     /// A read+write token for `user` of `tenant`.

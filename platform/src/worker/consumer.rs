@@ -163,6 +163,7 @@ pub struct Consumer {
     offsets: StoredOffsets,
     status: Arc<ConsumerStatus>,
     role: RoleState,
+    dead_letters: tokio::sync::OnceCell<DeadLetters>,
 }
 
 impl Consumer {
@@ -172,6 +173,7 @@ impl Consumer {
             offsets,
             status: Arc::default(),
             role,
+            dead_letters: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -200,21 +202,12 @@ impl Consumer {
 
     /// Joins the group once the topic exists (subscribing to a missing topic would leave the
     /// group without partitions until the next metadata refresh, minutes later).
-    async fn join(
-        &self,
-        stop: &CancellationToken,
-    ) -> Option<(StreamConsumer<AssignmentContext>, DeadLetters)> {
+    async fn join(&self, stop: &CancellationToken) -> Option<StreamConsumer<AssignmentContext>> {
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
             let joined = async {
                 self.config.kafka.ensure_topic(&self.config.topic).await?;
-                self.config
-                    .kafka
-                    .ensure_topic(&self.config.dead_letter_topic)
-                    .await?;
-                let dead_letters =
-                    DeadLetters::new(&self.config.kafka, self.config.dead_letter_topic.clone())?;
-                Ok::<_, KafkaError>((self.stream()?, dead_letters))
+                self.stream()
             };
             match joined.await {
                 Ok(joined) => {
@@ -238,7 +231,7 @@ impl Consumer {
     pub async fn run<H: Handler>(&self, handler: &H, stop: CancellationToken) {
         self.role
             .waiting(format!("the topic {} on the broker", self.config.topic));
-        let Some((consumer, dead_letters)) = self.join(&stop).await else {
+        let Some(consumer) = self.join(&stop).await else {
             self.role.stopped();
             return;
         };
@@ -269,7 +262,7 @@ impl Consumer {
                     _ => break,
                 }
             }
-            if !self.process(handler, &dead_letters, &batch, &stop).await {
+            if !self.process(handler, &batch, &stop).await {
                 break;
             }
             self.status
@@ -302,7 +295,6 @@ impl Consumer {
     async fn process<H: Handler>(
         &self,
         handler: &H,
-        dead_letters: &DeadLetters,
         batch: &Batch,
         stop: &CancellationToken,
     ) -> bool {
@@ -316,7 +308,7 @@ impl Consumer {
                     if handler.is_poison(&e) {
                         poisoned += 1;
                         if poisoned >= self.config.poison_attempts {
-                            return self.one_by_one(handler, dead_letters, batch, stop).await;
+                            return self.one_by_one(handler, batch, stop).await;
                         }
                     }
                     if !backoff.sleep(stop).await {
@@ -330,7 +322,6 @@ impl Consumer {
     async fn one_by_one<H: Handler>(
         &self,
         handler: &H,
-        dead_letters: &DeadLetters,
         batch: &Batch,
         stop: &CancellationToken,
     ) -> bool {
@@ -347,10 +338,7 @@ impl Consumer {
                             if handler.is_poison(&e) {
                                 poisoned += 1;
                                 if poisoned >= self.config.poison_attempts {
-                                    if !self
-                                        .set_aside(dead_letters, record, e.to_string(), stop)
-                                        .await
-                                    {
+                                    if !self.set_aside(record, e.to_string(), stop).await {
                                         return false;
                                     }
                                     break;
@@ -369,19 +357,24 @@ impl Consumer {
 
     /// Writes `record` to the dead letters, then moves its partition past it; neither step is
     /// skipped, however long the broker or the database take to come back.
-    async fn set_aside(
-        &self,
-        dead_letters: &DeadLetters,
-        record: &Record,
-        reason: String,
-        stop: &CancellationToken,
-    ) -> bool {
+    async fn set_aside(&self, record: &Record, reason: String, stop: &CancellationToken) -> bool {
         let origin = Origin {
             topic: &self.config.topic,
             group: &self.config.group_id,
             reason: &reason,
         };
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+        let dead_letters = loop {
+            match self.dead_letters().await {
+                Ok(dead_letters) => break dead_letters,
+                Err(e) => {
+                    tracing::warn!("cannot reach the dead-letter topic yet: {e}");
+                    if !backoff.sleep(stop).await {
+                        return false;
+                    }
+                }
+            }
+        };
         while let Err(e) = dead_letters.publish(record, &origin).await {
             tracing::warn!("writing a dead letter failed, retrying: {e}");
             if !backoff.sleep(stop).await {
@@ -403,6 +396,20 @@ impl Consumer {
             dead_letters = %dead_letters.topic(), "a record kept failing and was set aside: {reason}"
         );
         true
+    }
+
+    /// The dead-letter producer, made (and its topic ensured) when the first record needs it: a
+    /// worker that never sets anything aside costs the broker nothing, and starts no slower.
+    async fn dead_letters(&self) -> Result<&DeadLetters, KafkaError> {
+        self.dead_letters
+            .get_or_try_init(|| async {
+                self.config
+                    .kafka
+                    .ensure_topic(&self.config.dead_letter_topic)
+                    .await?;
+                DeadLetters::new(&self.config.kafka, self.config.dead_letter_topic.clone())
+            })
+            .await
     }
 
     fn failed(&self, error: &dyn std::error::Error) {

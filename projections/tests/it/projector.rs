@@ -23,14 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{ctx, project_all, send, snapshot};
 
 pub fn kafka() -> KafkaSettings {
-    KafkaSettings {
-        bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS")
-            .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
-        partitions: 4,
-        replication_factor: 1,
-        min_insync_replicas: 1,
-        group_instance_id: None,
-    }
+    chat4all_testsupport::kafka::settings(4)
 }
 
 /// A relay publishing the test database's events to the test's own topic.
