@@ -156,7 +156,7 @@ async fn a_projector_killed_mid_batch_resumes_where_its_offsets_say() {
     let pipeline = Pipeline::start().await;
     let mut first = pipeline.projector();
     assert!(first
-        .wait_for_log(Duration::from_secs(30), |e| message(e) == "projecting")
+        .wait_for_log(Duration::from_secs(30), |e| message(e) == "consuming")
         .is_some());
     let writing = pipeline.send().await;
     pipeline
@@ -192,7 +192,7 @@ async fn projectors_sharing_partitions_survive_a_crash_and_a_newcomer() {
     let mut members: Vec<Process> = (0..3).map(|_| pipeline.projector()).collect();
     for projector in &mut members {
         assert!(projector
-            .wait_for_log(Duration::from_secs(30), |e| message(e) == "projecting")
+            .wait_for_log(Duration::from_secs(30), |e| message(e) == "consuming")
             .is_some());
     }
     let writing = pipeline.send().await;
@@ -236,7 +236,7 @@ async fn projectors_sharing_partitions_rebalance_without_losing_or_repeating() {
     let mut second = pipeline.projector();
     for projector in [&mut first, &mut second] {
         assert!(projector
-            .wait_for_log(Duration::from_secs(30), |e| message(e) == "projecting")
+            .wait_for_log(Duration::from_secs(30), |e| message(e) == "consuming")
             .is_some());
     }
     let writing = pipeline.send().await;

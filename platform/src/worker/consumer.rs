@@ -235,7 +235,12 @@ impl Consumer {
             self.role.stopped();
             return;
         };
-        tracing::info!(topic = %self.config.topic, group = %self.config.group_id, "consuming");
+        tracing::info!(
+            role = self.role.report().role,
+            topic = %self.config.topic,
+            group = %self.config.group_id,
+            "consuming"
+        );
         loop {
             let first = tokio::select! {
                 () = stop.cancelled() => break,
