@@ -141,18 +141,6 @@ codes! {
     }
 }
 
-/// Codes still written as text by callers that have not moved to the variants. An unknown name
-/// is a mistake of the caller, not of the client: it is logged and answered as `internal_error`
-/// rather than put on the wire unlisted.
-impl From<&'static str> for ErrorCode {
-    fn from(name: &'static str) -> Self {
-        Self::parse(name).unwrap_or_else(|| {
-            tracing::error!(code = name, "an error code outside ErrorCode was answered");
-            Self::InternalError
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -194,14 +182,5 @@ mod tests {
             serde_json::to_value(OAuthCode::SlowDown).ok(),
             Some(serde_json::json!("slow_down"))
         );
-    }
-
-    #[test]
-    fn text_codes_map_to_their_variant_and_unknown_ones_to_internal_error() {
-        assert_eq!(
-            ErrorCode::from("websocket_upgrade_required"),
-            ErrorCode::WebsocketUpgradeRequired
-        );
-        assert_eq!(ErrorCode::from("no_such_code"), ErrorCode::InternalError);
     }
 }

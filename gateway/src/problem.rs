@@ -62,14 +62,6 @@ impl ApiError {
         }
     }
 
-    /// The form for callers that name the status beside the code; the status must be the
-    /// code's own (checked in debug builds), since the code decides it.
-    pub fn new(status: StatusCode, code: impl Into<ErrorCode>, detail: impl Into<String>) -> Self {
-        let code = code.into();
-        debug_assert_eq!(status, code.status(), "{code} goes with {}", code.status());
-        Self::of(code, detail)
-    }
-
     pub fn status(&self) -> StatusCode {
         self.code.status()
     }

@@ -25,7 +25,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::auth::Principal;
 use crate::filters::strip_scheme;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, ErrorCode};
 use crate::AppState;
 
 pub use hub::Hub;
@@ -207,9 +207,8 @@ fn websocket_key() -> impl Filter<Extract = (String,), Error = Rejection> + Clon
             {
                 Ok(key)
             }
-            _ => Err(warp::reject::custom(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "websocket_upgrade_required",
+            _ => Err(warp::reject::custom(ApiError::of(
+                ErrorCode::WebsocketUpgradeRequired,
                 "GET /ws is a WebSocket (RFC 6455) handshake",
             ))),
         }
@@ -242,9 +241,8 @@ pub fn route(
                 let push = push.clone();
                 async move {
                     let upgrade = upgrade.ok_or_else(|| {
-                        warp::reject::custom(ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "websocket_upgrade_required",
+                        warp::reject::custom(ApiError::of(
+                            ErrorCode::WebsocketUpgradeRequired,
                             "this connection cannot be upgraded",
                         ))
                     })?;
@@ -281,9 +279,8 @@ pub fn route(
                         .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
                         .body(warp::hyper::body::Bytes::new())
                         .map_err(|_| {
-                            warp::reject::custom(ApiError::new(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                "internal",
+                            warp::reject::custom(ApiError::of(
+                                ErrorCode::InternalError,
                                 "the handshake could not be answered",
                             ))
                         })?;
