@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use chat4all_platform::health::{Dependency, Readiness};
 use chat4all_platform::{KafkaSettings, Settings};
 use chat4all_testsupport::database::fresh_database;
+use chat4all_testsupport::kafka::bootstrap as test_broker;
 use sqlx::ConnectOptions;
 
 use crate::broker::Broker;
@@ -19,10 +20,6 @@ fn kafka(bootstrap: &str, partitions: i32, min_insync_replicas: i32) -> KafkaSet
         min_insync_replicas,
         group_instance_id: None,
     }
-}
-
-fn test_broker() -> String {
-    std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
 
 #[tokio::test]

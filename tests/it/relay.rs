@@ -11,6 +11,7 @@ use chat4all_domain::conversation::ConversationKind;
 use chat4all_domain::message::MessageContent;
 use chat4all_domain::{ConversationId, UserId};
 use chat4all_testsupport::database::fresh_database;
+use chat4all_testsupport::kafka::bootstrap;
 use chat4all_testsupport::kafka::{consume, Record};
 use chrono::Utc;
 use sqlx::{ConnectOptions, PgPool};
@@ -18,10 +19,6 @@ use sqlx::{ConnectOptions, PgPool};
 use crate::process::{message, Process};
 
 const BATCH: usize = 50;
-
-fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
 
 fn ctx() -> CommandContext {
     chat4all_testsupport::writes::context("alice")

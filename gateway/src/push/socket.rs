@@ -110,7 +110,7 @@ pub async fn serve(socket: Socket, principal: Principal, id: u64, push: Arc<Push
     let frames = FrameBudget::new(push.config.frames_per_minute);
     let user_channel = push
         .hub
-        .subject(&format!("user:{}", principal.user.as_str()));
+        .subject(&frames::user_subject(principal.user.as_str()));
     let mut connection = Connection {
         user_channel,
         push: push.clone(),
@@ -199,7 +199,7 @@ impl Connection {
     ) -> Option<Close> {
         // The user's own channel first, then the read models: a conversation joined in between
         // is either already in the read models or announced on the channel.
-        let user_channel = format!("user:{}", self.user());
+        let user_channel = frames::user_subject(self.user());
         self.subscribe(vec![user_channel]).await;
         let conversations = match self
             .push
@@ -217,7 +217,7 @@ impl Connection {
         self.subscribe(
             conversations
                 .iter()
-                .map(|c| format!("conversation:{c}"))
+                .map(|c| frames::conversation_subject(*c))
                 .collect(),
         )
         .await;
@@ -458,7 +458,7 @@ impl Connection {
                     // Others joining: only on the conversation's channel.
                 } else if on_user_channel {
                     if self.conversations.insert(conversation) {
-                        self.subscribe(vec![format!("conversation:{conversation}")])
+                        self.subscribe(vec![frames::conversation_subject(conversation)])
                             .await;
                         // Messages after the creation or the join may have been published
                         // before this socket listened: the client gets them from the read
@@ -481,7 +481,7 @@ impl Connection {
                 }
                 self.conversations.remove(&conversation);
                 self.last_seq.remove(&conversation);
-                self.unsubscribe(&format!("conversation:{conversation}"));
+                self.unsubscribe(&frames::conversation_subject(conversation));
             }
             ("typing", _) if about_me => return Ok(()),
             (crate::auth::revocations::REVOKED_FRAME, _) => {
